@@ -1,0 +1,39 @@
+"""Bearer-key authentication: constant-time comparison, and a key id that is safe to share.
+
+Only the key id (the first 16 hex digits of the key's SHA-256) ever leaves this module: it
+goes on Kafka with each task so usage can be attributed without the key travelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from pydantic import SecretStr
+
+
+def key_id(key: str) -> str:
+    """A stable, non-reversible identifier of an API key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class KeyChecker:
+    """Checks ``Authorization: Bearer <key>`` against the configured keys."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        self._keys = [k.get_secret_value().encode() for k in keys]
+
+    def check(self, authorization: str | None) -> str | None:
+        """The key id of a valid header, or None."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        candidate = token.strip().encode()
+        # Compare with every key, without stopping early, so timing reveals nothing.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        return key_id(candidate.decode()) if matched else None

@@ -1,0 +1,112 @@
+"""The ``kafka-completions`` console command: one entry point, a subcommand per role.
+
+serve                 the HTTP front end
+worker --model NAME   a worker serving one or more models
+broker start|stop|status   the local single-node Kafka broker (development, tests)
+dev                   everything at once on the embedded defaults (what `make run` runs)
+models list|prepare   the registry with each model's status; convert local weights once
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from schemas.errors import KCError
+from schemas.registry import load_registry
+from schemas.settings import Settings, load_settings
+
+log = logging.getLogger("kafka_completions")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from producer.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings, load_registry(settings.registry_path))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from worker.service import run_worker
+
+    settings = _settings(args)
+    run_worker(args.model, settings, load_registry(settings.registry_path))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    registry = load_registry(settings.registry_path)
+    if args.action == "prepare":
+        from worker.weights import checkpoint_dir
+
+        for name in args.names or ["smollm2-135m-instruct"]:
+            print(f"{name}: ready in {checkpoint_dir(registry.get(name), settings.cache_dir)}")
+        return 0
+    for spec in registry:
+        print(
+            f"{spec.name:28} {spec.backend:13} {spec.unavailable_reason(settings) or 'configured'}"
+        )
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from devstack.stack import run_stack
+
+    return run_stack(_settings(args))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(**({"port": args.port} if getattr(args, "port", None) else {}))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from devstack.broker import add_broker_commands
+
+    parser = argparse.ArgumentParser(
+        prog="kafka-completions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP front end (KC_HOST, KC_PORT)")
+    serve.add_argument("--port", type=int, help="override KC_PORT")
+    serve.set_defaults(handler=_serve)
+    worker = sub.add_parser("worker", help="run a worker for one or more models")
+    worker.add_argument("--model", action="append", required=True, help="a public model name")
+    worker.set_defaults(handler=_worker)
+    models = sub.add_parser("models", help="list the registry, or prepare local weights")
+    models.add_argument("action", choices=["list", "prepare"])
+    models.add_argument("names", nargs="*", help="models to prepare (default: the embedded one)")
+    models.set_defaults(handler=_models)
+    dev = sub.add_parser("dev", help="broker, front end and workers on the embedded defaults")
+    dev.set_defaults(handler=_dev)
+    add_broker_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a KCError ends it with its message and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KCError as exc:
+        print(f"kafka-completions: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

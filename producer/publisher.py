@@ -1,0 +1,57 @@
+"""The publisher: puts tasks on the request topics (acks=all, idempotent producer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas.errors import BrokerUnavailable
+from schemas.kafka import client_options
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import TaskMessage, encode
+
+
+class Publisher:
+    """Sends task messages to their model's interactive or bulk lane."""
+
+    def __init__(self, settings: Settings, client_id: str, *, linger_ms: int = 0) -> None:
+        self._topics = Topics(settings.topic_prefix)
+        self._producer = AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            **client_options(settings, client_id),
+        )
+        self._bootstrap = settings.kafka_bootstrap
+
+    async def start(self) -> None:
+        """Connect, or raise BrokerUnavailable."""
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka at {self._bootstrap}: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        """Flush what is pending and disconnect."""
+        await self._producer.stop()
+
+    async def publish(self, tasks: Sequence[TaskMessage]) -> None:
+        """Send the tasks and wait until Kafka has them all (acks=all)."""
+        try:
+            sent = [
+                await self._producer.send(self.topic_of(t), encode(t), t.request_id.encode())
+                for t in tasks
+            ]
+            await asyncio.gather(*sent)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka did not take the tasks: {exc!r}") from exc
+
+    def topic_of(self, task: TaskMessage) -> str:
+        """The request topic of a task's model and lane."""
+        if task.lane == "bulk":
+            return self._topics.bulk(task.model)
+        return self._topics.requests(task.model)

@@ -1,0 +1,129 @@
+"""Correlating results back to waiting callers.
+
+Each front-end instance owns one partition of the results topic (``KC_REPLY_PARTITION``) and
+puts it in every task it sends; workers produce the result there. One long-lived consumer,
+assigned (not subscribed) to that partition and reading only committed records, hands each
+result to the future of the caller waiting for that (request id, choice index). Results for
+requests nobody here waits for (a restarted instance, a replica sharing the partition) are
+counted and ignored, so two replicas sharing a partition stay correct, only less efficient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.errors import ConfigError, WireError
+from schemas.kafka import client_options
+from schemas.metrics import FrontendMetrics
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import ResultMessage, decode_result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Pending:
+    """The futures of one request, one per choice index."""
+
+    futures: dict[int, asyncio.Future[ResultMessage]] = field(default_factory=dict)
+
+    async def wait(self, timeout_s: float) -> dict[int, ResultMessage]:
+        """Wait for every choice until the timeout; return those that arrived."""
+        futures = list(self.futures.values())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+        return {i: f.result() for i, f in self.futures.items() if f.done() and not f.cancelled()}
+
+
+class ReplyRouter:
+    """The results consumer of one front-end instance."""
+
+    def __init__(self, settings: Settings, metrics: FrontendMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._tp = TopicPartition(Topics(settings.topic_prefix).results, settings.reply_partition)
+        self._consumer = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            **client_options(settings, "kc-frontend-replies"),
+        )
+        self._waiting: dict[str, Pending] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+
+    @property
+    def partition(self) -> int:
+        """The results partition this instance reads."""
+        return int(self._tp.partition)
+
+    async def start(self) -> None:
+        """Assign the reply partition and position at its end; then the instance is ready."""
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self._tp.topic) or set()
+        if self._tp.partition not in partitions:
+            await self._consumer.stop()
+            raise ConfigError(
+                f"KC_REPLY_PARTITION={self._tp.partition}: {self._tp.topic} has partitions "
+                f"0..{len(partitions) - 1}"
+            )
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_end(self._tp)
+        await self._consumer.position(self._tp)
+        self._task = asyncio.create_task(self._consume(), name="kc-replies")
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop consuming; waiting callers are cancelled."""
+        self.ready = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+        for pending in self._waiting.values():
+            for future in pending.futures.values():
+                future.cancel()
+
+    def expect(self, request_id: str, choices: int) -> Pending:
+        """Register a request before its tasks are sent."""
+        loop = asyncio.get_running_loop()
+        pending = Pending({i: loop.create_future() for i in range(choices)})
+        self._waiting[request_id] = pending
+        return pending
+
+    def forget(self, request_id: str) -> None:
+        """The caller has its answer (or gave up)."""
+        self._waiting.pop(request_id, None)
+
+    async def _consume(self) -> None:
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                log.warning("results consumer: %r; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._route(record.value)
+
+    def _route(self, raw: bytes | None) -> None:
+        try:
+            result = decode_result(raw)
+        except WireError as exc:
+            log.warning("ignoring a record on the results topic: %s", exc)
+            self._metrics.results_unmatched.inc()
+            return
+        pending = self._waiting.get(result.request_id)
+        future = pending.futures.get(result.choice_index) if pending else None
+        if future is None or future.done():
+            self._metrics.results_unmatched.inc()
+            return
+        future.set_result(result)

@@ -1,0 +1,125 @@
+"""HTTP bodies of ``POST /v1/completion``, field for field and range for range as API-SPEC.md.
+
+Decisions where the spec is silent (also in the README):
+- ``max_tokens`` defaults to 64 and is capped at 4096; a model may stop earlier at its context.
+- ``temperature`` defaults to 1.0 and ``top_p`` to 1.0; temperature 0 means greedy decoding.
+- ``stop`` holds at most 16 non-empty strings (a vendor may accept fewer: checked per model).
+- ``usage`` of the response is the sum over choices, ``prediction_time_ms`` included.
+- Unknown fields are refused, so a misspelt parameter never passes silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+DEFAULT_MAX_TOKENS = 64
+MAX_MAX_TOKENS = 4096
+MAX_STOP_SEQUENCES = 16
+MAX_MODELS_PER_REQUEST = 16
+
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+PenaltyFloat = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+
+
+class CompletionRequest(BaseModel):
+    """The request body of ``POST /v1/completion``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: Annotated[str, StringConstraints(min_length=1)]
+    model: (
+        ModelName
+        | Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS_PER_REQUEST)]
+    )
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS)] = DEFAULT_MAX_TOKENS
+    temperature: UnitFloat = 1.0
+    top_p: UnitFloat = 1.0
+    stop: Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    presence_penalty: PenaltyFloat = 0.0
+    frequency_penalty: PenaltyFloat = 0.0
+
+    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", mode="before")
+    @classmethod
+    def _refuse_bool(cls, value: Any) -> Any:
+        # JSON true/false would otherwise pass as 1.0/0.0.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+    @property
+    def models(self) -> list[str]:
+        """The requested models in choice order (a single name is a list of one)."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+
+class Usage(BaseModel):
+    """Token usage and prediction time of one choice, or of the whole response."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prediction_time_ms: int
+
+    @classmethod
+    def total(cls, usages: list[Usage]) -> Usage:
+        """The sum of several usages."""
+        return cls(
+            prompt_tokens=sum(u.prompt_tokens for u in usages),
+            completion_tokens=sum(u.completion_tokens for u in usages),
+            total_tokens=sum(u.total_tokens for u in usages),
+            prediction_time_ms=sum(u.prediction_time_ms for u in usages),
+        )
+
+
+class CompletionChoice(BaseModel):
+    """One generated completion: the answer of one entry of ``model``."""
+
+    text: str
+    created: int
+    model: str
+    finish_reason: str
+    usage: Usage
+
+
+class CompletionResponse(BaseModel):
+    """The response body of a successful ``POST /v1/completion``."""
+
+    id: UUID
+    object: Literal["text_completion"] = "text_completion"
+    created: datetime
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ChoiceFailure(BaseModel):
+    """Why one choice of a request has no completion."""
+
+    index: int
+    model: str
+    code: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """A client or service error: what was wrong and, for a bad field, which and its value."""
+
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    value: Any = None
+    models: list[str] | None = None
+    choices: list[CompletionChoice] | None = None
+    failures: list[ChoiceFailure] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response of the HTTP API has this shape."""
+
+    error: ErrorDetail

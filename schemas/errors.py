@@ -1,0 +1,47 @@
+"""The one exception root of kafka-completions.
+
+    KCError
+    ├── ConfigError          a setting, the registry or the environment is wrong (start-up)
+    ├── BrokerUnavailable    Kafka could not be reached or refused us (translated aiokafka errors)
+    ├── WireError            a Kafka record is not a message of ours (goes to the DLQ)
+    └── ModelError           a model cannot serve a request
+        ├── UnknownModel     the name is not in the registry (a client mistake)
+        └── ModelUnavailable known, but not configured or without a live worker
+
+Third-party errors are translated where they are caught, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class KCError(Exception):
+    """Root of every error kafka-completions raises on purpose."""
+
+
+class ConfigError(KCError):
+    """A setting, the model registry or the environment is wrong; fix it and start again."""
+
+
+class BrokerUnavailable(KCError):
+    """Kafka could not be reached, or refused an operation."""
+
+
+class WireError(KCError):
+    """A Kafka record could not be read as a message of this service."""
+
+
+class ModelError(KCError):
+    """A model cannot serve a request."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model}: {reason}")
+        self.model = model
+        self.reason = reason
+
+
+class UnknownModel(ModelError):
+    """The model name is not in the registry."""
+
+
+class ModelUnavailable(ModelError):
+    """The model is known but not configured, or no live worker serves it."""

@@ -1,0 +1,93 @@
+"""The one settings object: built once at start-up from ``KC_*`` variables and passed down.
+
+Vendor credentials keep the names their SDKs document (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+``CO_API_KEY``, ``CO_API_URL``) so an existing environment works unchanged. A bad value fails at
+start-up with ``ConfigError`` naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+ENV_PREFIX = "KC_"
+_SECRET_FIELDS = frozenset({"api_keys", "openai_api_key", "co_api_key"})
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "kafka-completions"
+
+
+class Settings(BaseSettings):
+    """Every setting of every process; the README lists them with their defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    request_partitions: Annotated[int, Field(ge=1, le=1024)] = 8
+    results_partitions: Annotated[int, Field(ge=1, le=1024)] = 8
+
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    reply_partition: Annotated[int, Field(ge=0)] = 0
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    liveness_refresh_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    max_in_flight: Annotated[int, Field(ge=1)] = 4096
+
+    registry_path: Path | None = None
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    worker_id: str | None = None
+    worker_max_batch: Annotated[int, Field(ge=1, le=1024)] = 16
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
+    drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "KC_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "KC_OPENAI_BASE_URL")
+    )
+    co_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CO_API_KEY", "KC_CO_API_KEY")
+    )
+    co_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CO_API_URL", "KC_CO_API_URL")
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # Comma-separated in the environment; blanks between commas are ignored.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def secret(self, env_name: str) -> SecretStr | None:
+        """A vendor credential by the variable name the registry gives."""
+        return {
+            "OPENAI_API_KEY": self.openai_api_key,
+            "CO_API_KEY": self.co_api_key,
+        }.get(env_name)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (and overrides), or raise ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            variable = f"{ENV_PREFIX}{field.upper()}"
+            shown = "<hidden>" if field in _SECRET_FIELDS else repr(err.get("input"))
+            problems.append(f"{variable}={shown}: {err['msg']}")
+        raise ConfigError("bad setting: " + "; ".join(problems)) from exc

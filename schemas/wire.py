@@ -1,0 +1,128 @@
+"""Versioned Kafka wire messages: a task (request topic), a result (results topic).
+
+Every message carries ``v``; a reader refuses a version it does not know (the record goes to
+the DLQ with that reason) rather than guessing. Records are UTF-8 JSON. A dead-lettered record
+keeps its original key and value; the reason travels in headers (see ``DLQ_HEADERS``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.errors import WireError
+
+WIRE_VERSION: Literal[1] = 1
+DLQ_REASON = "kc-dlq-reason"
+DLQ_SOURCE = "kc-dlq-source"
+DLQ_HEADERS = (DLQ_REASON, DLQ_SOURCE)
+
+Lane = Literal["interactive", "bulk"]
+M = TypeVar("M", bound=BaseModel)
+ErrorCode = Literal[
+    "deadline_exceeded",
+    "backend_error",
+    "invalid_request",
+    "unauthorized",
+    "rate_limited",
+    "unavailable",
+]
+
+
+class Sampling(BaseModel):
+    """Generation parameters of one task, already validated at the edge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: Annotated[int, Field(ge=1)]
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)]
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)]
+    stop: tuple[str, ...] = ()
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+
+
+class TaskMessage(BaseModel):
+    """One unit of work: one prompt for one model, the answer of one choice index."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = WIRE_VERSION
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    choice_index: Annotated[int, Field(ge=0)]
+    model: str
+    prompt: str
+    sampling: Sampling
+    enqueued_at: float
+    deadline: float | None = None
+    reply_partition: Annotated[int, Field(ge=0)] | None = None
+    key_id: str | None = None
+    lane: Lane = "interactive"
+    job_id: str | None = None
+    custom_id: str | None = None
+
+
+class ChoiceResult(BaseModel):
+    """A successful generation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    prediction_time_ms: int
+    created: int
+
+
+class TaskError(BaseModel):
+    """Why a task produced no text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+
+
+class ResultMessage(BaseModel):
+    """The outcome of one task: exactly one of ``choice`` and ``error`` is set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = WIRE_VERSION
+    request_id: str
+    choice_index: int
+    model: str
+    worker_id: str
+    choice: ChoiceResult | None = None
+    error: TaskError | None = None
+    job_id: str | None = None
+    custom_id: str | None = None
+    queued_ms: int = 0
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise a wire message."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def decode_task(raw: bytes | None) -> TaskMessage:
+    """Parse a request-topic record, or raise WireError saying why it is not a task."""
+    return _decode(TaskMessage, raw)
+
+
+def decode_result(raw: bytes | None) -> ResultMessage:
+    """Parse a results-topic record, or raise WireError saying why it is not a result."""
+    return _decode(ResultMessage, raw)
+
+
+def _decode(model: type[M], raw: bytes | None) -> M:
+    if raw is None:
+        raise WireError("empty record value (tombstone)")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise WireError(f"not a v{WIRE_VERSION} {model.__name__}: {where}: {first['msg']}") from exc

@@ -1,0 +1,48 @@
+"""The backend protocol: a batch of tasks in, one outcome per task out, ``aclose()``.
+
+A backend yields ``(task, outcome)`` pairs as they finish, in any order, so a backend that
+finishes rows at different times (vendors, continuous batching) never holds a result back.
+It never raises for one task's failure: that is a ``Failure`` outcome. Adding a backend means
+one module under ``worker/backends/`` and one line in ``create_backend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from schemas.registry import ModelSpec
+from schemas.settings import Settings
+from worker.task import Outcome, Task
+
+
+class Backend(Protocol):
+    """Runs tasks for one model."""
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks the worker should keep in flight for this backend."""
+        ...
+
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+        """Run a batch; yield each task's outcome as soon as it is known."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the model, threads and connections."""
+        ...
+
+
+async def create_backend(spec: ModelSpec, settings: Settings) -> Backend:
+    """Build (and load) the backend that serves ``spec``."""
+    if spec.backend == "echo":
+        from worker.backends.echo import EchoBackend
+
+        return EchoBackend(spec)
+    if spec.backend == "transformers":
+        from worker.backends.transformers import TransformersBackend
+
+        return await TransformersBackend.load(spec, settings)
+    from schemas.errors import ConfigError
+
+    raise ConfigError(f"{spec.name}: the {spec.backend} backend is not available in this build")

@@ -1,0 +1,56 @@
+"""The ``echo`` backend: the load-testing model.
+
+It returns deterministic text of ``max_tokens`` whitespace-separated tokens derived from the
+prompt, with no model at all, so a benchmark measures the pipeline (HTTP, Kafka, the worker
+loop) and nothing else. Stop sequences are honoured like any model's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from schemas.registry import ModelSpec
+from worker.stops import cut_at_stop
+from worker.task import Completion, Outcome, Task
+
+
+def echo_text(prompt: str, max_tokens: int) -> str:
+    """The deterministic completion of ``prompt``: its words cycled to ``max_tokens`` tokens."""
+    words = prompt.split() or ["echo"]
+    return " ".join(words[i % len(words)] for i in range(max_tokens))
+
+
+class EchoBackend:
+    """Answers instantly with ``echo_text``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._capacity = spec.max_concurrency
+
+    @property
+    def capacity(self) -> int:
+        """Echo keeps as many tasks in flight as the registry allows."""
+        return self._capacity
+
+    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+        """Answer every task at once."""
+        for task in tasks:
+            yield task, self._complete(task)
+
+    @staticmethod
+    def _complete(task: Task) -> Completion:
+        started = time.perf_counter()
+        msg = task.message
+        text, stopped = cut_at_stop(
+            echo_text(msg.prompt, msg.sampling.max_tokens), msg.sampling.stop
+        )
+        return Completion(
+            text=text,
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=len(msg.prompt.split()),
+            completion_tokens=len(text.split()),
+            prediction_time_ms=int((time.perf_counter() - started) * 1000),
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

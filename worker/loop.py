@@ -1,0 +1,253 @@
+"""The consume/produce loop of one model's consumer group.
+
+One poller fetches records while there is room (``Backend.capacity``), pausing every partition
+when there is not, so the consumer keeps polling and never loses its group membership however
+long inference takes. Each record is decided in ``_admit`` (a task to run, an expired task, or a
+dead letter) and tasks go to the backend. One flusher publishes the decided head of each
+partition (see ``worker.ledger``) and commits those offsets in the same Kafka transaction.
+SIGTERM stops fetching; in-flight work gets ``KC_DRAIN_TIMEOUT_S`` to finish and be committed;
+what is left is not committed and another worker of the group runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from schemas.errors import WireError
+from schemas.kafka import client_options
+from schemas.metrics import WorkerMetrics
+from schemas.registry import ModelSpec
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import decode_task
+from worker.backend import Backend
+from worker.ledger import TP, Decision, Ledger, Ready
+from worker.publish import publish
+from worker.task import Completion, DeadLetter, Failure, Outcome, Task
+
+log = logging.getLogger(__name__)
+_FLUSH_RETRY_S = 1.0
+
+
+class ModelWorker:
+    """Serves one model: its consumer group member, its transactional producer, its backend."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        worker_id: str,
+    ) -> None:
+        self._spec = spec
+        self._backend = backend
+        self._settings = settings
+        self._metrics = metrics
+        self._worker_id = worker_id
+        self._topics = Topics(settings.topic_prefix)
+        self._group = self._topics.worker_group(spec.name)
+        self._ledger = Ledger()
+        self._decided = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._runs: set[asyncio.Task[None]] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Serve until ``stopping`` is set, then drain and leave the group."""
+        opts = client_options(self._settings, f"kc-worker-{self._worker_id}")
+        producer = AIOKafkaProducer(
+            transactional_id=f"kc-{self._spec.name}-{self._worker_id}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            **opts,
+        )
+        consumer = AIOKafkaConsumer(
+            group_id=self._group,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            **opts,
+        )
+        await producer.start()
+        flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
+        try:
+            consumer.subscribe(
+                [self._topics.requests(self._spec.name), self._topics.bulk(self._spec.name)],
+                listener=_Rebalance(self),
+            )
+            await consumer.start()
+            log.info("worker %s serving %s", self._worker_id, self._spec.name)
+            await self._poll(consumer, stopping, flusher)
+            await self._drain(consumer)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush(producer)
+            await consumer.stop()
+            await producer.stop()
+
+    async def _poll(
+        self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]
+    ) -> None:
+        while not stopping.is_set() and not flusher.done():
+            room = self._backend.capacity - self._ledger.in_flight()
+            assigned = consumer.assignment()
+            if room <= 0:
+                consumer.pause(*assigned)
+            else:
+                consumer.resume(*assigned)
+            fetched = await consumer.getmany(timeout_ms=100, max_records=max(room, 1))
+            tasks = [
+                t for tp, records in fetched.items() for r in records if (t := self._admit(tp, r))
+            ]
+            if tasks:
+                self._start_run(tasks)
+        if flusher.done():
+            flusher.result()  # a fatal publishing error (fenced producer) ends the worker
+
+    def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Task | None:
+        """Take a record: a task to run (returned) or a decision made here (None)."""
+        where = (tp.topic, tp.partition)
+        self._ledger.take(where, record.offset)
+        try:
+            message = decode_task(record.value)
+            if message.model != self._spec.name:
+                raise WireError(
+                    f"task for model {message.model!r} on a topic of {self._spec.name!r}"
+                )
+        except WireError as exc:
+            source = f"{tp.topic}:{tp.partition}:{record.offset}"
+            self._decide(
+                where, record.offset, DeadLetter(str(exc), source, record.key, record.value)
+            )
+            return None
+        now = time.time()
+        task = Task(message, tp.topic, tp.partition, record.offset, now)
+        self._metrics.queue_time.labels(self._spec.name).observe(
+            max(0.0, now - message.enqueued_at)
+        )
+        if message.deadline is not None and message.deadline < now:
+            self._finish(
+                task, Failure("deadline_exceeded", "the deadline passed before work began")
+            )
+            return None
+        return task
+
+    def _start_run(self, tasks: Sequence[Task]) -> None:
+        self._metrics.batch_size.labels(self._spec.name).observe(len(tasks))
+        run = asyncio.create_task(self._run(tasks), name="kc-run")
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+
+    async def _run(self, tasks: Sequence[Task]) -> None:
+        pending = {id(t): t for t in tasks}
+        try:
+            async for task, outcome in self._backend.run(tasks):
+                pending.pop(id(task), None)
+                self._finish(task, outcome)
+        except Exception as exc:  # a backend bug fails its tasks, never the worker
+            log.exception("backend %s failed a batch", self._spec.backend)
+            for task in pending.values():
+                self._finish(task, Failure("backend_error", f"{self._spec.name} failed: {exc}"))
+
+    def _finish(self, task: Task, outcome: Outcome) -> None:
+        model = self._spec.name
+        if isinstance(outcome, Completion):
+            self._metrics.prompt_tokens.labels(model).inc(outcome.prompt_tokens)
+            self._metrics.completion_tokens.labels(model).inc(outcome.completion_tokens)
+            self._metrics.generation_time.labels(model).observe(outcome.prediction_time_ms / 1000)
+        self._decide((task.topic, task.partition), task.offset, (task, outcome))
+
+    def _decide(self, tp: TP, offset: int, decision: Decision) -> None:
+        if self._ledger.decide(tp, offset, decision):
+            self._decided.set()
+
+    async def _flush_forever(self, producer: AIOKafkaProducer) -> None:
+        while True:
+            await self._decided.wait()
+            self._decided.clear()
+            await self._flush(producer)
+
+    async def _flush(self, producer: AIOKafkaProducer) -> None:
+        """Publish the decided heads and commit their offsets, all in one transaction."""
+        ready = self._ledger.ready()
+        if not ready:
+            return
+        try:
+            async with producer.transaction():
+                await publish(producer, self._topics, self._worker_id, ready)
+                offsets = {TopicPartition(r.topic, r.partition): r.commit_offset for r in ready}
+                await producer.send_offsets_to_transaction(offsets, self._group)
+        except ProducerFenced:
+            raise
+        except KafkaError as exc:
+            log.warning("publishing %d results failed, retrying: %r", _count(ready), exc)
+            await asyncio.sleep(_FLUSH_RETRY_S)
+            self._decided.set()
+            return
+        self._ledger.settle(ready)
+        self._settled.set()
+        self._count_settled(ready)
+
+    def _count_settled(self, ready: list[Ready]) -> None:
+        model = self._spec.name
+        for r in ready:
+            for decision in r.decisions:
+                if isinstance(decision, DeadLetter):
+                    self._metrics.dead_letters.labels(model).inc()
+                    outcome = "dead_lettered"
+                elif isinstance(decision[1], Failure):
+                    outcome = decision[1].code
+                else:
+                    outcome = "done"
+                self._metrics.tasks.labels(model, outcome).inc()
+        self._metrics.in_flight.labels(model).set(self._ledger.in_flight())
+
+    async def _drain(self, consumer: AIOKafkaConsumer) -> None:
+        consumer.pause(*consumer.assignment())
+        await self._until_settled(None)
+        left = self._ledger.undecided()
+        if left:
+            log.warning("drain bound reached: %d tasks left uncommitted for another worker", left)
+        for run in list(self._runs):
+            run.cancel()
+
+    async def _until_settled(self, tps: list[TP] | None) -> None:
+        """Wait until the partitions (all when None) have nothing in flight, within the bound."""
+        deadline = time.monotonic() + self._settings.drain_timeout_s
+        while self._ledger.in_flight(tps) and (left := deadline - time.monotonic()) > 0:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), left)
+
+    async def release(self, revoked: list[TP]) -> None:
+        """Partitions are being taken away: let their work finish (bounded), then forget it."""
+        await self._until_settled(revoked)
+        dropped = self._ledger.drop(revoked)
+        if dropped:
+            log.warning("rebalance: %d uncommitted tasks left to the new owner", dropped)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ModelWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._worker.release([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(assigned))
+
+
+def _count(ready: list[Ready]) -> int:
+    return sum(len(r.decisions) for r in ready)

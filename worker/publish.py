@@ -1,0 +1,64 @@
+"""Turning decisions into Kafka records: results to the results topic, dead letters to the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.topics import Topics
+from schemas.wire import DLQ_REASON, DLQ_SOURCE, ChoiceResult, ResultMessage, TaskError, encode
+from worker.ledger import Ready
+from worker.task import Completion, DeadLetter, Outcome, Task
+
+
+async def publish(
+    producer: AIOKafkaProducer, topics: Topics, worker_id: str, ready: list[Ready]
+) -> None:
+    """Send every decision of ``ready`` (inside the caller's transaction) and wait for them."""
+    results_partitions = producer.partitions_for(topics.results) or set()
+    sends = []
+    for r in ready:
+        for decision in r.decisions:
+            if isinstance(decision, DeadLetter):
+                headers = [
+                    (DLQ_REASON, decision.reason.encode()),
+                    (DLQ_SOURCE, decision.source.encode()),
+                ]
+                sends.append(
+                    await producer.send(topics.dlq, decision.value, decision.key, headers=headers)
+                )
+                continue
+            task, outcome = decision
+            reply = task.message.reply_partition
+            partition = reply if reply in results_partitions else None
+            value = encode(result_message(task, outcome, worker_id))
+            key = task.message.request_id.encode()
+            sends.append(await producer.send(topics.results, value, key, partition=partition))
+    await asyncio.gather(*sends)
+
+
+def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessage:
+    """The results-topic message for one task's outcome."""
+    msg = task.message
+    common = {
+        "request_id": msg.request_id,
+        "choice_index": msg.choice_index,
+        "model": msg.model,
+        "worker_id": worker_id,
+        "job_id": msg.job_id,
+        "custom_id": msg.custom_id,
+        "queued_ms": max(0, int((task.received_at - msg.enqueued_at) * 1000)),
+    }
+    if isinstance(outcome, Completion):
+        choice = ChoiceResult(
+            text=outcome.text,
+            finish_reason=outcome.finish_reason,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            prediction_time_ms=outcome.prediction_time_ms,
+            created=int(time.time()),
+        )
+        return ResultMessage(choice=choice, **common)
+    return ResultMessage(error=TaskError(code=outcome.code, message=outcome.message), **common)

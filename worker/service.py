@@ -1,0 +1,82 @@
+"""``kafka-completions worker``: one process serving one or more models.
+
+Each model gets its backend (loaded before the consumer joins the group, so a live group
+member is always ready to serve), its consumer group member and its transactional producer.
+Metrics are served on ``KC_WORKER_METRICS_PORT`` (0 picks a free port, logged at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from schemas.errors import ConfigError
+from schemas.kafka import ensure_topics
+from schemas.metrics import WorkerMetrics
+from schemas.registry import Registry
+from schemas.settings import Settings
+from worker.backend import Backend, create_backend
+from worker.loop import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """Host and process: unique per live worker, readable in logs and results."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def serve_models(
+    models: list[str],
+    settings: Settings,
+    registry: Registry,
+    stopping: asyncio.Event,
+    metrics_registry: CollectorRegistry | None = None,
+) -> None:
+    """Load the models' backends and serve them until ``stopping`` is set."""
+    specs = [registry.get(name) for name in models]
+    for spec in specs:
+        reason = spec.unavailable_reason(settings)
+        if reason:
+            raise ConfigError(f"cannot serve {spec.name}: {reason}")
+    metrics = WorkerMetrics.create(metrics_registry or CollectorRegistry())
+    await ensure_topics(settings, models)
+    worker_id = settings.worker_id or default_worker_id()
+    backends: list[Backend] = []
+    try:
+        for spec in specs:
+            backends.append(await create_backend(spec, settings))
+        workers = [
+            ModelWorker(spec, backend, settings, metrics, worker_id)
+            for spec, backend in zip(specs, backends, strict=True)
+        ]
+        await asyncio.gather(*(w.run(stopping) for w in workers))
+    finally:
+        for backend in backends:
+            await backend.aclose()
+
+
+def run_worker(models: list[str], settings: Settings, registry: Registry) -> None:
+    """The blocking entry point: metrics endpoint, signal handling, serve."""
+    metrics_registry = CollectorRegistry()
+    server, _ = start_http_server(
+        settings.worker_metrics_port, addr=settings.host, registry=metrics_registry
+    )
+    log.info("worker metrics on http://%s:%d/metrics", settings.host, server.server_port)
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await serve_models(models, settings, registry, stopping, metrics_registry)
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.shutdown()
