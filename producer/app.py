@@ -5,8 +5,6 @@ The request path: authenticate, validate (pydantic, spec ranges), resolve every 
 per entry of ``model`` carrying this instance's reply partition and the deadline, and wait.
 """
 
-from __future__ import annotations
-
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +27,7 @@ from schemas.kafka import ensure_topics
 from schemas.metrics import FrontendMetrics
 from schemas.registry import ModelSpec, Registry
 from schemas.settings import Settings
+from schemas.topics import Topics
 from schemas.wire import Sampling, TaskMessage
 
 ROUTE = "/v1/completion"
@@ -56,7 +55,8 @@ class FrontEnd:
         """Create the shared topics, connect, assign the reply partition, read liveness."""
         await ensure_topics(self.settings, [])
         await self.publisher.start()
-        await self.replies.start()
+        topics = Topics(self.settings.topic_prefix)
+        await self.replies.start(await self.publisher.partitions(topics.results))
         await self.liveness.start()
 
     async def stop(self) -> None:

@@ -95,7 +95,9 @@ def _field_message(field: str, errs: list[Any]) -> str:
 
 def _is_branch(part: Any) -> bool:
     # pydantic names union branches in the location ("str", "list[...]"); callers don't care.
-    return isinstance(part, str) and (part in {"str", "list", "int", "float"} or "[" in part)
+    return isinstance(part, str) and (
+        part in {"str", "list", "int", "float"} or "[" in part or part.startswith("constrained-")
+    )
 
 
 def _shown(value: Any) -> Any:

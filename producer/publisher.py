@@ -20,16 +20,26 @@ class Publisher:
 
     def __init__(self, settings: Settings, client_id: str, *, linger_ms: int = 0) -> None:
         self._topics = Topics(settings.topic_prefix)
-        self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=linger_ms,
+        self._options = {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
             **client_options(settings, client_id),
-        )
+        }
         self._bootstrap = settings.kafka_bootstrap
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The started producer."""
+        if self._producer is None:
+            raise RuntimeError("Publisher.start() was not awaited")
+        return self._producer
 
     async def start(self) -> None:
         """Connect, or raise BrokerUnavailable."""
+        # aiokafka clients bind to the running loop, so they are made here, not in __init__.
+        self._producer = AIOKafkaProducer(**self._options)
         try:
             await self._producer.start()
         except KafkaError as exc:
@@ -37,18 +47,23 @@ class Publisher:
 
     async def stop(self) -> None:
         """Flush what is pending and disconnect."""
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def publish(self, tasks: Sequence[TaskMessage]) -> None:
         """Send the tasks and wait until Kafka has them all (acks=all)."""
         try:
             sent = [
-                await self._producer.send(self.topic_of(t), encode(t), t.request_id.encode())
+                await self.producer.send(self.topic_of(t), encode(t), t.request_id.encode())
                 for t in tasks
             ]
             await asyncio.gather(*sent)
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not take the tasks: {exc!r}") from exc
+
+    async def partitions(self, topic: str) -> set[int]:
+        """The partitions of a topic (waits for its metadata)."""
+        return set(await self.producer.partitions_for(topic))
 
     def topic_of(self, task: TaskMessage) -> str:
         """The request topic of a task's model and lane."""

@@ -49,11 +49,7 @@ class ReplyRouter:
         self._settings = settings
         self._metrics = metrics
         self._tp = TopicPartition(Topics(settings.topic_prefix).results, settings.reply_partition)
-        self._consumer = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            **client_options(settings, "kc-frontend-replies"),
-        )
+        self._consumer: AIOKafkaConsumer | None = None
         self._waiting: dict[str, Pending] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = False
@@ -63,20 +59,25 @@ class ReplyRouter:
         """The results partition this instance reads."""
         return int(self._tp.partition)
 
-    async def start(self) -> None:
-        """Assign the reply partition and position at its end; then the instance is ready."""
-        await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._tp.topic) or set()
+    async def start(self, partitions: set[int]) -> None:
+        """Assign the reply partition (one of ``partitions``) and position at its end."""
         if self._tp.partition not in partitions:
-            await self._consumer.stop()
             raise ConfigError(
                 f"KC_REPLY_PARTITION={self._tp.partition}: {self._tp.topic} has partitions "
                 f"0..{len(partitions) - 1}"
             )
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_end(self._tp)
-        await self._consumer.position(self._tp)
-        self._task = asyncio.create_task(self._consume(), name="kc-replies")
+        # Made here, not in __init__: aiokafka clients bind to the running loop.
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            **client_options(self._settings, "kc-frontend-replies"),
+        )
+        await consumer.start()
+        consumer.assign([self._tp])
+        await consumer.seek_to_end(self._tp)
+        await consumer.position(self._tp)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._consume(consumer), name="kc-replies")
         self.ready = True
 
     async def stop(self) -> None:
@@ -86,7 +87,8 @@ class ReplyRouter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
         for pending in self._waiting.values():
             for future in pending.futures.values():
                 future.cancel()
@@ -102,10 +104,10 @@ class ReplyRouter:
         """The caller has its answer (or gave up)."""
         self._waiting.pop(request_id, None)
 
-    async def _consume(self) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
+                batches = await consumer.getmany(timeout_ms=1000)
             except KafkaError as exc:
                 log.warning("results consumer: %r; retrying", exc)
                 await asyncio.sleep(1)

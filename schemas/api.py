@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
 
 DEFAULT_MAX_TOKENS = 64
 MAX_MAX_TOKENS = 4096
@@ -23,8 +23,8 @@ MAX_MODELS_PER_REQUEST = 16
 
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-PenaltyFloat = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+UnitFloat = Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+PenaltyFloat = Annotated[StrictFloat, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
 
 
 class CompletionRequest(BaseModel):
@@ -43,14 +43,6 @@ class CompletionRequest(BaseModel):
     stop: Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     presence_penalty: PenaltyFloat = 0.0
     frequency_penalty: PenaltyFloat = 0.0
-
-    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", mode="before")
-    @classmethod
-    def _refuse_bool(cls, value: Any) -> Any:
-        # JSON true/false would otherwise pass as 1.0/0.0.
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a boolean")
-        return value
 
     @property
     def models(self) -> list[str]:

@@ -50,7 +50,9 @@ class ModelSpec(BaseModel):
             return None
         if self.backend == "transformers":
             return self._weights_reason()
-        env = self.api_key_env or ""
+        env = self.api_key_env
+        if env is None:
+            return f"not configured: the registry entry of {self.name} names no api_key_env"
         if settings.secret(env) is None:
             return f"not configured: set {env} to use {self.name}"
         return None
@@ -108,6 +110,8 @@ def load_registry(path: Path | None = None) -> Registry:
         where = str(path)
     try:
         table = tomllib.loads(text).get("models", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f'{where}: `models` must be a table of [models."NAME"] entries')
         return Registry([ModelSpec(name=name, **opts) for name, opts in table.items()])
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
         raise ConfigError(f"{where} is not a valid model registry: {exc}") from exc

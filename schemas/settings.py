@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from schemas.errors import ConfigError
 
 ENV_PREFIX = "KC_"
-_SECRET_FIELDS = frozenset({"api_keys", "openai_api_key", "co_api_key"})
+_SECRET_FIELDS = frozenset(
+    {"api_keys", "openai_api_key", "co_api_key", "kc_openai_api_key", "kc_co_api_key"}
+)
 
 
 def _default_cache_dir() -> Path:
@@ -88,6 +90,7 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             variable = f"{ENV_PREFIX}{field.upper()}"
-            shown = "<hidden>" if field in _SECRET_FIELDS else repr(err.get("input"))
+            secret = str(err["loc"][0]).lower() in _SECRET_FIELDS if err["loc"] else False
+            shown = "<hidden>" if secret else repr(err.get("input"))
             problems.append(f"{variable}={shown}: {err['msg']}")
         raise ConfigError("bad setting: " + "; ".join(problems)) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.errors import WireError
 
@@ -100,6 +100,12 @@ class ResultMessage(BaseModel):
     job_id: str | None = None
     custom_id: str | None = None
     queued_ms: int = 0
+
+    @model_validator(mode="after")
+    def _one_of_choice_or_error(self) -> ResultMessage:
+        if (self.choice is None) == (self.error is None):
+            raise ValueError("a result carries exactly one of `choice` and `error`")
+        return self
 
 
 def encode(message: BaseModel) -> bytes:

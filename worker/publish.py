@@ -17,7 +17,7 @@ async def publish(
     producer: AIOKafkaProducer, topics: Topics, worker_id: str, ready: list[Ready]
 ) -> None:
     """Send every decision of ``ready`` (inside the caller's transaction) and wait for them."""
-    results_partitions = producer.partitions_for(topics.results) or set()
+    results_partitions = await producer.partitions_for(topics.results)
     sends = []
     for r in ready:
         for decision in r.decisions:

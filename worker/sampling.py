@@ -12,6 +12,7 @@ its arg-max, so it decodes greedily even though the batch samples.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -65,7 +66,7 @@ def keep_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     ordered, index = logits.sort(dim=-1, descending=True)
     probs = ordered.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each token
-    drop = before > top_p
+    drop = (before >= top_p) & (top_p < 1.0)  # top_p 1 keeps all, whatever the float error
     drop[:, 0] = False  # the most likely token always stays (top_p = 0 means greedy)
     ordered = ordered.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(1, index, ordered)
@@ -78,22 +79,35 @@ def _only_argmax(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 class RowStopper:
-    """Stopping criterion: a row is done at its own max_tokens or when a stop string appears."""
+    """Stopping criterion: a row is done at its max_tokens, a stop string, or its deadline.
+
+    Stopping a row at its deadline (epoch seconds; None for none) keeps a worker from spending
+    compute on an answer nobody waits for any more.
+    """
 
     def __init__(
-        self, rows: Sequence[Sampling], prompt_len: int, decode: Callable[[list[int]], str]
+        self,
+        rows: Sequence[Sampling],
+        prompt_len: int,
+        decode: Callable[[list[int]], str],
+        deadlines: Sequence[float | None] | None = None,
     ) -> None:
         self._max = [r.max_tokens for r in rows]
         self._stops = [r.stop for r in rows]
         self._prompt_len = prompt_len
         self._decode = decode
+        self._deadlines = list(deadlines or [None] * len(rows))
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: object
     ) -> torch.BoolTensor:
         """Per row: has it produced enough tokens, or a stop string?"""
         generated = input_ids[:, self._prompt_len :]
-        done = [generated.shape[1] >= limit for limit in self._max]
+        now = time.time()
+        done = [
+            generated.shape[1] >= limit or (deadline is not None and now > deadline)
+            for limit, deadline in zip(self._max, self._deadlines, strict=True)
+        ]
         for row, stops in enumerate(self._stops):
             if stops and not done[row]:
                 text = self._decode(generated[row].tolist())

@@ -102,8 +102,7 @@ class TransformersBackend:
         encoded = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self._device)
         lengths = encoded["attention_mask"].sum(dim=1).tolist()
         outcomes: list[Outcome | None] = [
-            self._too_long(n, t.message.sampling.max_tokens)
-            for n, t in zip(lengths, tasks, strict=True)
+            self._refuse(n, t) for n, t in zip(lengths, tasks, strict=True)
         ]
         runnable = [i for i, o in enumerate(outcomes) if o is None]
         if runnable:
@@ -125,7 +124,12 @@ class TransformersBackend:
             )
         return prompt
 
-    def _too_long(self, prompt_tokens: int, max_tokens: int) -> Failure | None:
+    def _refuse(self, prompt_tokens: int, task: Task) -> Failure | None:
+        """A task not worth running: its deadline passed while it waited, or it cannot fit."""
+        deadline = task.message.deadline
+        if deadline is not None and time.time() > deadline:
+            return Failure("deadline_exceeded", "the deadline passed while the task waited")
+        max_tokens = task.message.sampling.max_tokens
         if prompt_tokens + max_tokens <= self._context:
             return None
         return Failure(
@@ -150,7 +154,11 @@ class TransformersBackend:
                 top_k=None,
                 pad_token_id=self._pad,
                 logits_processor=[RowSampler(sampling, prompt_len, self._device)],
-                stopping_criteria=[RowStopper(sampling, prompt_len, self._decode)],
+                stopping_criteria=[
+                    RowStopper(
+                        sampling, prompt_len, self._decode, [t.message.deadline for t in tasks]
+                    )
+                ],
             )
         return [row[prompt_len:].tolist() for row in out]
 
@@ -159,8 +167,11 @@ class TransformersBackend:
 
     def _finish(
         self, task: Task, tokens: list[int], prompt_tokens: int, elapsed_ms: int
-    ) -> Completion:
+    ) -> Outcome:
         sampling = task.message.sampling
+        deadline = task.message.deadline
+        if deadline is not None and time.time() > deadline:
+            return Failure("deadline_exceeded", f"stopped at the deadline after {elapsed_ms} ms")
         end = next((i for i, t in enumerate(tokens) if t in self._eos), len(tokens))
         kept = tokens[: min(end, sampling.max_tokens)]
         text, stopped = cut_at_stop(self._decode(kept), sampling.stop)

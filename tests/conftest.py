@@ -1,0 +1,44 @@
+"""Shared fixtures: one real Kafka broker per session, fresh topics and settings per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from schemas.settings import Settings
+from tests.kafka_fixture import jar_cache_dir, kafka_broker
+
+API_KEY = "kc-test-key-5f3b0c"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real broker for the whole session (explicit address, Docker, or local jars)."""
+    with kafka_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str) -> Settings:
+    """Settings on the session broker with a topic prefix of this test's own."""
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        request_partitions=2,
+        results_partitions=2,
+        api_keys=(SecretStr(API_KEY),),
+        request_timeout_s=60,
+        liveness_refresh_s=0.3,
+        cache_dir=cache_dir(),
+        worker_metrics_port=0,
+        drain_timeout_s=10,
+    )
+
+
+def cache_dir() -> Path:
+    """The converted model and the broker jars, shared by every run on this machine."""
+    return jar_cache_dir()

@@ -1,0 +1,207 @@
+"""The whole path: HTTP front end -> Kafka -> worker with the real SmolLM2 -> Kafka -> caller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import DLQ_REASON
+from tests.integration.harness import LOCAL, front_end, spec_body, wait_live, worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.model]
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka_bootstrap: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+    """One front end and one worker (local model and echo) shared by this module's tests."""
+    from tests.conftest import API_KEY, cache_dir
+
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"m{uuid.uuid4().hex[:8]}.",
+        request_partitions=2,
+        results_partitions=2,
+        api_keys=(API_KEY,),
+        liveness_refresh_s=0.3,
+        cache_dir=cache_dir(),
+        worker_metrics_port=0,
+    )
+    async with worker(settings, LOCAL, "echo"), front_end(settings) as client:
+        await wait_live(client, LOCAL, "echo")
+        yield client, settings
+
+
+def _check_usage(usage: dict[str, int]) -> None:
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert all(isinstance(usage[k], int) for k in usage)
+
+
+async def test_spec_example_on_the_local_model_twice(
+    stack: tuple[httpx.AsyncClient, Settings],
+) -> None:
+    client, _ = stack
+    response = await client.post("/v1/completion", json=spec_body())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    uuid.UUID(body["id"])
+    datetime.fromisoformat(body["created"])
+    assert body["object"] == "text_completion"
+    assert [c["model"] for c in body["choices"]] == [LOCAL, LOCAL]
+    for choice in body["choices"]:
+        assert "." not in choice["text"]
+        assert choice["text"].strip()
+        assert isinstance(choice["created"], int)
+        assert choice["finish_reason"] in {"stop", "length"}
+        _check_usage(choice["usage"])
+        assert 1 <= choice["usage"]["completion_tokens"] <= 50
+    for field in ("prompt_tokens", "completion_tokens", "total_tokens", "prediction_time_ms"):
+        assert body["usage"][field] == sum(c["usage"][field] for c in body["choices"])
+
+
+async def test_stop_sequence_cuts_the_text(stack: tuple[httpx.AsyncClient, Settings]) -> None:
+    client, _ = stack
+    free = await client.post(
+        "/v1/completion", json=spec_body(model=LOCAL, temperature=0, stop=None, max_tokens=40)
+    )
+    assert free.status_code == 200, free.text
+    text = free.json()["choices"][0]["text"]
+    assert "." in text, "the greedy answer to this prompt has a sentence end; pick another prompt"
+    stopped = await client.post(
+        "/v1/completion", json=spec_body(model=LOCAL, temperature=0, stop=["."], max_tokens=40)
+    )
+    choice = stopped.json()["choices"][0]
+    assert choice["text"] == text[: text.index(".")]
+    assert choice["finish_reason"] == "stop"
+    assert (
+        choice["usage"]["completion_tokens"]
+        < free.json()["choices"][0]["usage"]["completion_tokens"]
+    )
+
+
+async def test_temperature_zero_is_repeatable(stack: tuple[httpx.AsyncClient, Settings]) -> None:
+    client, _ = stack
+    body = spec_body(model=LOCAL, temperature=0, stop=None, max_tokens=24)
+    first = (await client.post("/v1/completion", json=body)).json()["choices"][0]
+    second = (await client.post("/v1/completion", json=body)).json()["choices"][0]
+    assert first["text"] == second["text"]
+    assert first["finish_reason"] == "length"
+    assert first["usage"]["completion_tokens"] == 24
+
+
+async def test_fan_out_keeps_choice_order(stack: tuple[httpx.AsyncClient, Settings]) -> None:
+    client, _ = stack
+    response = await client.post(
+        "/v1/completion", json=spec_body(model=["echo", LOCAL, "echo"], max_tokens=8)
+    )
+    assert response.status_code == 200, response.text
+    choices = response.json()["choices"]
+    assert [c["model"] for c in choices] == ["echo", LOCAL, "echo"]
+    assert choices[0]["text"] == choices[2]["text"] == "Once upon a time Once upon a time"
+
+
+async def test_client_mistakes(stack: tuple[httpx.AsyncClient, Settings]) -> None:
+    client, _ = stack
+    no_key = await client.post("/v1/completion", json=spec_body(), headers={"Authorization": ""})
+    assert no_key.status_code == 401
+    assert no_key.json()["error"]["code"] == "invalid_api_key"
+    for field, value in [
+        ("temperature", 1.5),
+        ("top_p", -0.1),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3),
+        ("max_tokens", 0),
+    ]:
+        bad = await client.post("/v1/completion", json=spec_body(**{field: value}))
+        assert bad.status_code == 422, (field, bad.text)
+        error = bad.json()["error"]
+        assert error["param"] == field and error["value"] == value
+        assert field in error["message"]
+    unknown = await client.post("/v1/completion", json=spec_body(model=[LOCAL, "gpt-5"]))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["models"] == ["gpt-5"]
+
+
+async def test_spec_example_names_unconfigured_models_fast(
+    stack: tuple[httpx.AsyncClient, Settings],
+) -> None:
+    client, _ = stack
+    started = time.monotonic()
+    response = await client.post("/v1/completion", json=spec_body(model=["gpt-4", "llama-2-70b"]))
+    assert time.monotonic() - started < 2
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["models"] == ["gpt-4", "llama-2-70b"]
+    assert "OPENAI_API_KEY" in error["message"] and "llama-2-70b" in error["message"]
+
+
+async def test_garbage_record_goes_to_the_dlq_and_the_worker_goes_on(
+    stack: tuple[httpx.AsyncClient, Settings],
+) -> None:
+    client, settings = stack
+    topics = Topics(settings.topic_prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.requests("echo"), b"\xff\xfe not json", b"garbage-key")
+        await producer.send_and_wait(
+            topics.requests("echo"), b'{"v": 2, "request_id": "x"}', b"v2-key"
+        )
+    finally:
+        await producer.stop()
+    dlq = AIOKafkaConsumer(
+        topics.dlq,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await dlq.start()
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(records) < 2 and time.monotonic() < deadline:
+            batch = await dlq.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await dlq.stop()
+    assert sorted(r.key for r in records) == [b"garbage-key", b"v2-key"]
+    reasons = {r.key: dict(r.headers)[DLQ_REASON].decode() for r in records}
+    assert "v" in reasons[b"v2-key"]
+    after = await client.post("/v1/completion", json=spec_body(model="echo"))
+    assert after.status_code == 200
+
+
+async def test_no_live_worker_is_a_fast_503(settings: Settings) -> None:
+    async with front_end(settings) as client:
+        started = time.monotonic()
+        response = await client.post("/v1/completion", json=spec_body(model=LOCAL))
+        assert time.monotonic() - started < 2
+    assert response.status_code == 503
+    assert "no live worker" in response.json()["error"]["message"]
+
+
+async def test_deadline_answers_504_with_the_choices_that_arrived(settings: Settings) -> None:
+    short = settings.model_copy(update={"request_timeout_s": 1.5})
+    async with worker(short, LOCAL, "echo"), front_end(short) as client:
+        await wait_live(client, LOCAL, "echo")
+        started = time.monotonic()
+        response = await client.post(
+            "/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=2000, stop=None)
+        )
+        elapsed = time.monotonic() - started
+    assert response.status_code == 504, response.text
+    assert elapsed < 5
+    error = response.json()["error"]
+    assert error["code"] == "deadline_exceeded"
+    assert [c["model"] for c in error["choices"]] == ["echo"]
+    assert [f["model"] for f in error["failures"]] == [LOCAL]
+    await asyncio.sleep(0)
