@@ -24,6 +24,14 @@ class Backend(Protocol):
         """How many tasks the worker should keep in flight for this backend."""
         ...
 
+    def throttled_until(self) -> float:
+        """Epoch seconds until which the backend asks for no new work (0: not throttled).
+
+        A vendor answering 429 sets this; the worker then pauses the model's partitions
+        instead of fetching tasks it would only have to retry.
+        """
+        ...
+
     def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
         """Run a batch; yield each task's outcome as soon as it is known."""
         ...

@@ -102,7 +102,7 @@ class ModelWorker:
         while not stopping.is_set() and not flusher.done():
             room = self._backend.capacity - self._ledger.in_flight()
             assigned = consumer.assignment()
-            if room <= 0:
+            if room <= 0 or self._backend.throttled_until() > time.time():
                 consumer.pause(*assigned)
             else:
                 consumer.resume(*assigned)

@@ -52,5 +52,9 @@ class EchoBackend:
             prediction_time_ms=int((time.perf_counter() - started) * 1000),
         )
 
+    def throttled_until(self) -> float:
+        """A local model is never throttled."""
+        return 0.0
+
     async def aclose(self) -> None:
         """Nothing to release."""

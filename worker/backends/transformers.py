@@ -184,6 +184,10 @@ class TransformersBackend:
             prediction_time_ms=elapsed_ms,
         )
 
+    def throttled_until(self) -> float:
+        """A local model is never throttled."""
+        return 0.0
+
     async def aclose(self) -> None:
         """Stop the driver and the inference thread."""
         if self._driver is not None:
