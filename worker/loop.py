@@ -35,6 +35,9 @@ from worker.task import Completion, DeadLetter, Failure, Outcome, Task
 
 log = logging.getLogger(__name__)
 _FLUSH_RETRY_S = 1.0
+# Our transactions last milliseconds; a short timeout bounds how long a killed worker's open
+# transaction can hold back read_committed readers when no successor fences it.
+_TRANSACTION_TIMEOUT_MS = 10_000
 
 
 class ModelWorker:
@@ -64,7 +67,8 @@ class ModelWorker:
         """Serve until ``stopping`` is set, then drain and leave the group."""
         opts = client_options(self._settings, f"kc-worker-{self._worker_id}")
         producer = AIOKafkaProducer(
-            transactional_id=f"kc-{self._spec.name}-{self._worker_id}",
+            transactional_id=f"kc-{self._settings.topic_prefix}{self._spec.name}-{self._worker_id}",
+            transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
             enable_idempotence=True,
             acks="all",
             linger_ms=2,

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -21,14 +19,10 @@ from schemas.metrics import WorkerMetrics
 from schemas.registry import Registry
 from schemas.settings import Settings
 from worker.backend import Backend, create_backend
+from worker.identity import claim_slot
 from worker.loop import ModelWorker
 
 log = logging.getLogger(__name__)
-
-
-def default_worker_id() -> str:
-    """Host and process: unique per live worker, readable in logs and results."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def serve_models(
@@ -46,7 +40,9 @@ async def serve_models(
             raise ConfigError(f"cannot serve {spec.name}: {reason}")
     metrics = WorkerMetrics.create(metrics_registry or CollectorRegistry())
     await ensure_topics(settings, models)
-    worker_id = settings.worker_id or default_worker_id()
+    scope = settings.topic_prefix + "+".join(sorted(models))
+    slot = claim_slot(settings.cache_dir / "worker-slots", scope, settings.worker_id)
+    worker_id = slot.worker_id
     backends: list[Backend] = []
     try:
         for spec in specs:
@@ -59,6 +55,7 @@ async def serve_models(
     finally:
         for backend in backends:
             await backend.aclose()
+        slot.release()
 
 
 def run_worker(models: list[str], settings: Settings, registry: Registry) -> None:
