@@ -56,6 +56,4 @@ async def test_sigkill_mid_batch_loses_and_duplicates_nothing(settings: Settings
     assert set(rid for rid, _ in per_request) == ids
     duplicates = {k: n for k, n in per_request.items() if n != 1}
     assert not duplicates, f"results seen more than once by a read_committed reader: {duplicates}"
-    print(
-        f"\n{finished_before_kill} of {REQUESTS} answered before SIGKILL; {len(results)} results, 0 duplicates"
-    )
+    print(f"\n{finished_before_kill}/{REQUESTS} answered before SIGKILL; {len(results)} results")
