@@ -50,6 +50,7 @@ class FrontEnd:
         self.replies = ReplyRouter(settings, self.metrics)
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
         self.liveness = Liveness(settings, configured)
+        self.in_flight = 0
 
     async def start(self) -> None:
         """Create the shared topics, connect, assign the reply partition, read liveness."""
@@ -152,6 +153,7 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
     ) -> Response:
         models = body.models
         request.state.models = sorted(set(models))
+        _check_room(front)
         specs = front.check_models(models)
         _check_stops(body, specs)
         return await _complete(front, body, models, key_id)
@@ -186,6 +188,21 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(front.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_room(front: FrontEnd) -> None:
+    # Bounded in-flight requests keep memory bounded under a burst: past the limit callers are
+    # told to come back, instead of queueing without end.
+    if front.in_flight < front.settings.max_in_flight:
+        return
+    front.metrics.rejected.labels("overloaded").inc()
+    detail = ErrorDetail(
+        type="rate_limit_error",
+        code="overloaded",
+        message=f"{front.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
+        f"{front.settings.max_in_flight}); retry after a second",
+    )
+    raise ApiError(429, detail, {"Retry-After": "1"})
 
 
 def _check_stops(body: CompletionRequest, specs: list[ModelSpec]) -> None:
@@ -233,12 +250,14 @@ async def _complete(
         for i, model in enumerate(models)
     ]
     pending = front.replies.expect(str(request_id), len(tasks))
+    front.in_flight += 1
     front.metrics.in_flight.inc()
     try:
         await front.publisher.publish(tasks)
         results = await pending.wait(settings.request_timeout_s)
     finally:
         front.replies.forget(str(request_id))
+        front.in_flight -= 1
         front.metrics.in_flight.dec()
     status, answer = assemble(request_id, models, results, settings.request_timeout_s)
     elapsed = time.perf_counter() - started
