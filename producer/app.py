@@ -131,7 +131,8 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        refused = await _refuse_body(request, front.settings.max_body_bytes)
+        response: Response = refused or await call_next(request)
         route = request.url.path if request.url.path.startswith("/v1/") else "other"
         for model in getattr(request.state, "models", None) or [""]:
             front.metrics.requests.labels(route, model, str(response.status_code)).inc()
@@ -188,6 +189,33 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(front.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _refuse_body(request: Request, limit: int) -> Response | None:
+    """415 for a body that is not JSON, 413 for one over the limit; None when acceptable."""
+    if request.method != "POST":
+        return None
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        detail = ErrorDetail(
+            type="invalid_request_error",
+            code="unsupported_media_type",
+            param="content-type",
+            value=media or None,
+            message=f"send the body as application/json (got {media!r})",
+        )
+        return error_response(415, detail)
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else len(await request.body())
+    if size <= limit:
+        return None
+    detail = ErrorDetail(
+        type="invalid_request_error",
+        code="body_too_large",
+        value=size,
+        message=f"the body is {size} bytes; the limit is {limit} bytes (KC_MAX_BODY_BYTES)",
+    )
+    return error_response(413, detail)
 
 
 def _check_room(front: FrontEnd) -> None:

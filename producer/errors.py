@@ -120,6 +120,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (bad UTF-8)
+            detail = ErrorDetail(
+                type="invalid_request_error",
+                code="invalid_json",
+                message=f"the body is not valid UTF-8 JSON ({exc.detail})",
+            )
+            return error_response(400, detail)
         detail = ErrorDetail(type="http_error", code=str(exc.status_code), message=str(exc.detail))
         return error_response(exc.status_code, detail, dict(exc.headers or {}))
 

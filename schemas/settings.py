@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     liveness_refresh_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     max_in_flight: Annotated[int, Field(ge=1)] = 4096
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
 
     registry_path: Path | None = None
     cache_dir: Path = Field(default_factory=_default_cache_dir)

@@ -413,3 +413,40 @@ def test_requests_are_counted_by_status(app: FastAPI) -> None:
     client.post(ROUTE, json=SPEC_EXAMPLE)
     metrics = client.get("/metrics").text
     assert 'kc_http_requests_total{model="",route="/v1/completion",status="401"} 1.0' in metrics
+
+
+# --- body limits and overload -------------------------------------------------------------
+
+
+def test_400_for_invalid_utf8(app: FastAPI) -> None:
+    headers = AUTH | {"Content-Type": "application/json"}
+    raw = b'{"prompt": "\xff\xfe", "model": "echo"}'
+    error = _error(_client(app).post(ROUTE, content=raw, headers=headers), 400)
+    assert error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_415_for_a_body_that_is_not_json(app: FastAPI, media: str) -> None:
+    headers = AUTH | {"Content-Type": media}
+    error = _error(_client(app).post(ROUTE, content=b"prompt=x", headers=headers), 415)
+    assert error["param"] == "content-type"
+    assert "application/json" in error["message"]
+
+
+def test_413_names_the_limit(app: FastAPI) -> None:
+    limit = app.state.front.settings.max_body_bytes
+    body = SPEC_EXAMPLE | {"prompt": "x" * (limit + 1)}
+    error = _error(_client(app).post(ROUTE, json=body, headers=AUTH), 413)
+    assert error["code"] == "body_too_large"
+    assert str(limit) in error["message"] and error["value"] > limit
+
+
+def test_429_with_retry_after_past_the_in_flight_limit(app: FastAPI) -> None:
+    front: FrontEnd = app.state.front
+    front.in_flight = front.settings.max_in_flight
+    response = _client(app).post(ROUTE, json=SPEC_EXAMPLE | {"model": "echo"}, headers=AUTH)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "overloaded"
+    front.in_flight = 0
+    assert _client(app).post(ROUTE, json=SPEC_EXAMPLE, headers=AUTH).status_code == 503
