@@ -5,6 +5,7 @@ The request path: authenticate, validate (pydantic, spec ranges), resolve every 
 per entry of ``model`` carrying this instance's reply partition and the deadline, and wait.
 """
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from producer.errors import ApiError, error_response, install_handlers, model_er
 from producer.liveness import Liveness
 from producer.publisher import Publisher
 from producer.replies import ReplyRouter
+from schemas import logs
 from schemas.api import CompletionRequest, CompletionResponse, ErrorBody, ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
 from schemas.kafka import ensure_topics
@@ -31,6 +33,7 @@ from schemas.topics import Topics
 from schemas.wire import Sampling, TaskMessage
 
 ROUTE = "/v1/completion"
+log = logging.getLogger(__name__)
 
 
 class FrontEnd:
@@ -254,6 +257,7 @@ async def _complete(
     started = time.perf_counter()
     settings = front.settings
     request_id = uuid.uuid4()
+    logs.request_id.set(str(request_id))
     now = time.time()
     sampling = Sampling(
         max_tokens=body.max_tokens,
@@ -289,6 +293,13 @@ async def _complete(
         front.metrics.in_flight.dec()
     status, answer = assemble(request_id, models, results, settings.request_timeout_s)
     elapsed = time.perf_counter() - started
+    log.info(
+        "completion answered %d in %.0f ms (%s)",
+        status,
+        elapsed * 1000,
+        ",".join(models),
+        extra={"status": status, "model": ",".join(models)},
+    )
     for model in set(models):
         front.metrics.latency.labels(model).observe(elapsed)
         if status == 504:

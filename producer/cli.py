@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from schemas.errors import KCError
+from schemas.logs import configure_logging
 from schemas.registry import load_registry
 from schemas.settings import Settings, load_settings
 
@@ -28,7 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     app = create_app(settings, load_registry(settings.registry_path))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # Our handler formats uvicorn's records too (log_config=None); the front end logs each
+    # request itself with its id and status, so uvicorn's access log would only repeat it.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,
+    )
     return 0
 
 
@@ -64,9 +74,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(**({"port": args.port} if getattr(args, "port", None) else {}))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 

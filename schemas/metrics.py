@@ -79,6 +79,10 @@ class WorkerMetrics:
     batch_size: Histogram
     in_flight: Gauge
     dead_letters: Counter
+    consumer_lag: Gauge
+    vendor_retries: Counter
+    vendor_throttled: Counter
+    gpu_memory: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -133,6 +137,29 @@ class WorkerMetrics:
                 "kc_worker_dead_letters_total",
                 "Records sent to the DLQ per model",
                 ["model"],
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "kc_worker_consumer_lag_records",
+                "Records waiting in a request partition (highwater - position)",
+                ["model", "topic", "partition"],
+                registry=registry,
+            ),
+            vendor_retries=Counter(
+                "kc_worker_vendor_retries_total",
+                "Vendor calls retried, per model and reason (status code or timeout)",
+                ["model", "reason"],
+                registry=registry,
+            ),
+            vendor_throttled=Counter(
+                "kc_worker_vendor_throttled_total",
+                "Vendor 429 answers, per model",
+                ["model"],
+                registry=registry,
+            ),
+            gpu_memory=Gauge(
+                "kc_worker_gpu_memory_bytes",
+                "CUDA memory allocated by this worker (0 without CUDA)",
                 registry=registry,
             ),
         )

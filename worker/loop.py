@@ -29,6 +29,7 @@ from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import decode_task
 from worker.backend import Backend
+from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
 from worker.publish import publish
 from worker.task import Completion, DeadLetter, Failure, Outcome, Task
@@ -83,16 +84,21 @@ class ModelWorker:
         )
         await producer.start()
         flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
+        lag: asyncio.Task[None] | None = None
         try:
             consumer.subscribe(
                 [self._topics.requests(self._spec.name), self._topics.bulk(self._spec.name)],
                 listener=_Rebalance(self),
             )
             await consumer.start()
+            gauge = self._metrics.consumer_lag
+            lag = asyncio.create_task(watch_lag(consumer, gauge, self._spec.name))
             log.info("worker %s serving %s", self._worker_id, self._spec.name)
             await self._poll(consumer, stopping, flusher)
             await self._drain(consumer)
         finally:
+            if lag is not None:
+                lag.cancel()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -166,6 +172,21 @@ class ModelWorker:
 
     def _finish(self, task: Task, outcome: Outcome) -> None:
         model = self._spec.name
+        msg = task.message
+        result = "done" if isinstance(outcome, Completion) else outcome.code
+        log.info(
+            "task %s/%d %s",
+            msg.request_id,
+            msg.choice_index,
+            result,
+            extra={
+                "request_id": msg.request_id,
+                "model": model,
+                "choice_index": msg.choice_index,
+                "outcome": result,
+                "job_id": msg.job_id,
+            },
+        )
         if isinstance(outcome, Completion):
             self._metrics.prompt_tokens.labels(model).inc(outcome.prompt_tokens)
             self._metrics.completion_tokens.labels(model).inc(outcome.completion_tokens)

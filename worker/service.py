@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -39,6 +40,7 @@ async def serve_models(
         if reason:
             raise ConfigError(f"cannot serve {spec.name}: {reason}")
     metrics = WorkerMetrics.create(metrics_registry or CollectorRegistry())
+    metrics.gpu_memory.set_function(_gpu_memory_bytes)
     await ensure_topics(settings, models)
     scope = settings.topic_prefix + "+".join(sorted(models))
     slot = claim_slot(settings.cache_dir / "worker-slots", scope, settings.worker_id)
@@ -56,6 +58,14 @@ async def serve_models(
         for backend in backends:
             await backend.aclose()
         slot.release()
+
+
+def _gpu_memory_bytes() -> float:
+    # Only a worker whose backend imported torch can have CUDA memory; never import it here.
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return 0.0
+    return float(torch.cuda.memory_allocated())
 
 
 def run_worker(models: list[str], settings: Settings, registry: Registry) -> None:

@@ -82,9 +82,11 @@ async def wait_live(client: httpx.AsyncClient, *models: str, timeout_s: float = 
     raise TimeoutError(f"no live worker for {models} after {timeout_s} s")
 
 
-def worker_process(settings: Settings, *models: str) -> subprocess.Popen[bytes]:
+def worker_process(
+    settings: Settings, *models: str, env: dict[str, str] | None = None, stderr: Any = None
+) -> subprocess.Popen[bytes]:
     """A worker in its own process (to be killed), configured like ``settings``."""
-    env = {
+    base = {
         **os.environ,
         "KC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "KC_TOPIC_PREFIX": settings.topic_prefix,
@@ -94,7 +96,8 @@ def worker_process(settings: Settings, *models: str) -> subprocess.Popen[bytes]:
         "KC_WORKER_METRICS_PORT": "0",
     }
     args = [a for m in models for a in ("--model", m)]
-    return subprocess.Popen([sys.executable, "-m", "producer.cli", "worker", *args], env=env)
+    command = [sys.executable, "-m", "producer.cli", "worker", *args]
+    return subprocess.Popen(command, env=base | (env or {}), stderr=stderr)
 
 
 async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[ResultMessage]:
