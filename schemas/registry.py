@@ -15,12 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.errors import ConfigError, UnknownModel
 from schemas.settings import Settings
 
 Backend = Literal["transformers", "openai", "cohere", "echo"]
+# Request fields whose accepted range a model may narrow (its vendor cannot map the rest).
+RangedParam = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
 
 
 class ModelSpec(BaseModel):
@@ -43,6 +45,20 @@ class ModelSpec(BaseModel):
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
     max_stop_sequences: Annotated[int, Field(ge=0, le=64)] = 16
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    retry_budget_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # The values of a request field this model can serve; the front end refuses the rest.
+    accepted_ranges: dict[RangedParam, tuple[float, float]] = Field(default_factory=dict)
+
+    @field_validator("accepted_ranges")
+    @classmethod
+    def _ordered(
+        cls, ranges: dict[RangedParam, tuple[float, float]]
+    ) -> dict[RangedParam, tuple[float, float]]:
+        for param, (low, high) in ranges.items():
+            if low > high:
+                raise ValueError(f"accepted_ranges.{param}: {low} is above {high}")
+        return ranges
 
     def unavailable_reason(self, settings: Settings) -> str | None:
         """Why this model cannot run with these settings, or None when it is configured."""

@@ -8,6 +8,8 @@ REQUESTS = "completions.requests"
 RESULTS = "completions.results"
 DLQ = "completions.dlq"
 JOBS = "completions.jobs"
+STREAM = "completions.stream"
+CANCEL = "completions.cancel"
 BULK_SUFFIX = ".bulk"
 
 
@@ -29,6 +31,16 @@ class Topics:
     def results(self) -> str:
         """Where workers put one result per (request id, choice index)."""
         return f"{self.prefix}{RESULTS}"
+
+    @property
+    def stream(self) -> str:
+        """Text deltas of streaming tasks, to the caller's reply partition (not transactional)."""
+        return f"{self.prefix}{STREAM}"
+
+    @property
+    def cancel(self) -> str:
+        """Requests whose callers went away; every worker reads it all."""
+        return f"{self.prefix}{CANCEL}"
 
     @property
     def dlq(self) -> str:

@@ -27,6 +27,7 @@ ErrorCode = Literal[
     "unauthorized",
     "rate_limited",
     "unavailable",
+    "cancelled",
 ]
 
 
@@ -36,11 +37,20 @@ class Sampling(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_tokens: Annotated[int, Field(ge=1)]
-    temperature: Annotated[float, Field(ge=0.0, le=1.0)]
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)]  # 0..1 on /v1/completion, 0..2 OpenAI
     top_p: Annotated[float, Field(ge=0.0, le=1.0)]
     stop: tuple[str, ...] = ()
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat conversation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
 
 
 class TaskMessage(BaseModel):
@@ -53,6 +63,8 @@ class TaskMessage(BaseModel):
     choice_index: Annotated[int, Field(ge=0)]
     model: str
     prompt: str
+    messages: tuple[ChatMessage, ...] | None = None  # a chat task; `prompt` is then unused
+    stream: bool = False  # the caller wants text deltas as they are generated
     sampling: Sampling
     enqueued_at: float
     deadline: float | None = None
@@ -108,6 +120,27 @@ class ResultMessage(BaseModel):
         return self
 
 
+class StreamChunk(BaseModel):
+    """A text delta of a streaming task; ``seq`` counts from 0 per (request, choice)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = WIRE_VERSION
+    request_id: str
+    choice_index: int
+    seq: int
+    delta: str
+
+
+class CancelMessage(BaseModel):
+    """The caller of a request went away: stop working on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = WIRE_VERSION
+    request_id: str
+
+
 def encode(message: BaseModel) -> bytes:
     """Serialise a wire message."""
     return message.model_dump_json(exclude_none=True).encode()
@@ -121,6 +154,16 @@ def decode_task(raw: bytes | None) -> TaskMessage:
 def decode_result(raw: bytes | None) -> ResultMessage:
     """Parse a results-topic record, or raise WireError saying why it is not a result."""
     return _decode(ResultMessage, raw)
+
+
+def decode_chunk(raw: bytes | None) -> StreamChunk:
+    """Parse a stream-topic record, or raise WireError."""
+    return _decode(StreamChunk, raw)
+
+
+def decode_cancel(raw: bytes | None) -> CancelMessage:
+    """Parse a cancel-topic record, or raise WireError."""
+    return _decode(CancelMessage, raw)
 
 
 def _decode(model: type[M], raw: bytes | None) -> M:

@@ -51,6 +51,14 @@ async def create_backend(spec: ModelSpec, settings: Settings) -> Backend:
         from worker.backends.transformers import TransformersBackend
 
         return await TransformersBackend.load(spec, settings)
+    if spec.backend == "openai":
+        from worker.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec, settings)
+    if spec.backend == "cohere":
+        from worker.backends.cohere import CohereBackend
+
+        return CohereBackend(spec, settings)
     from schemas.errors import ConfigError
 
     raise ConfigError(f"{spec.name}: the {spec.backend} backend is not available in this build")

@@ -5,23 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
 
 from producer.app import create_app
-from schemas.registry import load_registry
+from schemas.kafka import ensure_topics
+from schemas.metrics import WorkerMetrics
+from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, decode_result
 from tests.conftest import API_KEY
+from worker.backend import Backend
+from worker.loop import ModelWorker
 from worker.service import serve_models
 
 LOCAL = "smollm2-135m-instruct"
@@ -35,9 +42,11 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def front_end(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def front_end(
+    settings: Settings, registry: Registry | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """A real uvicorn front end on a free port; yields a client carrying the test key."""
-    app = create_app(settings, load_registry())
+    app = create_app(settings, registry or load_registry())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -135,3 +144,65 @@ def spec_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+@contextlib.asynccontextmanager
+async def backend_worker(
+    settings: Settings, spec: ModelSpec, backend: Backend
+) -> AsyncIterator[None]:
+    """An in-process worker loop for one model around a backend the test holds (and closes)."""
+    await ensure_topics(settings, [spec.name])
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    stopping = asyncio.Event()
+    loop = ModelWorker(spec, backend, settings, metrics, f"test-{spec.name}")
+    task = asyncio.create_task(loop.run(stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        await task
+
+
+@contextlib.contextmanager
+def transformers_serve(
+    checkpoint: Path, names: Iterable[str], workdir: Path, timeout_s: float = 120
+) -> Iterator[str]:
+    """``transformers serve`` on a free 127.0.0.1 port; yields its OpenAI base URL (``/v1``).
+
+    Unpinned, it loads a requested model id on first use with ``from_pretrained(id)``, which
+    takes a local directory of that name first: each of ``names`` is made a link to the
+    checkpoint in ``workdir`` (its working directory), so vendor model ids such as ``gpt-4``
+    are served by the checkpoint, offline.
+    """
+    for name in names:
+        (workdir / name).symlink_to(checkpoint, target_is_directory=True)
+    command = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    assert command, "the transformers console script is missing from the venv"
+    port = free_port()
+    log = (workdir / "serve.log").open("wb")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    args = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout_s)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"transformers serve exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"transformers serve not healthy at {url} after {timeout_s} s")

@@ -1,0 +1,1 @@
+"""Local stand-ins for third-party services, for the tests only."""

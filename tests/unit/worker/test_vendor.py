@@ -1,0 +1,87 @@
+"""Vendor plumbing: Retry-After parsing, backoff bounds, key scrubbing, status translation."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from schemas.registry import load_registry
+from worker.vendor import Fault, RetryPolicy, detail, retry_after, scrub, status_fault
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"Retry-After-Ms": "250", "Retry-After": "9"}, 0.25),
+        ({"Retry-After": "-4"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_and_milliseconds(
+    headers: dict[str, str] | None, seconds: float | None
+) -> None:
+    assert retry_after(headers) == seconds
+
+
+def test_retry_after_reads_an_http_date() -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    wait = retry_after({"Retry-After": when})
+    assert wait is not None and 28 <= wait <= 31
+
+
+def test_backoff_grows_is_jittered_and_capped() -> None:
+    policy = RetryPolicy(max_retries=5, budget_s=60, base_s=1.0, cap_s=4.0)
+    fault = Fault("backend_error", "boom", retryable=True)
+    for retry, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 4.0)]:
+        delays = {policy.delay(fault, retry) for _ in range(20)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1
+
+
+def test_retry_after_wins_over_backoff() -> None:
+    policy = RetryPolicy(max_retries=5, budget_s=60, base_s=0.01, cap_s=0.01)
+    delay = policy.delay(Fault("rate_limited", "429", True, retry_after=2.0), 1)
+    assert 2.0 <= delay <= 2.2
+
+
+def test_scrub_replaces_every_copy_of_the_secret() -> None:
+    assert scrub("key sk-1 and sk-1 again", "sk-1") == "key [redacted] and [redacted] again"
+    assert scrub("nothing", "") == "nothing"
+
+
+def test_detail_reads_both_vendor_shapes_and_shortens() -> None:
+    assert detail({"error": {"message": "bad  \n value"}}) == "bad value"
+    assert detail({"message": "cohere says"}) == "cohere says"
+    assert detail(b"raw") == "raw"
+    assert detail(None) == detail({}) == ""
+    assert len(detail("x" * 1000)) == 301
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (400, "invalid_request", False),
+        (401, "unauthorized", False),
+        (403, "unauthorized", False),
+        (404, "invalid_request", False),
+        (408, "backend_error", True),
+        (422, "invalid_request", False),
+        (429, "rate_limited", True),
+        (500, "backend_error", True),
+        (502, "unavailable", True),
+        (503, "unavailable", True),
+        (504, "unavailable", True),
+    ],
+)
+def test_status_codes_translate(status: int, code: str, retryable: bool) -> None:
+    spec = load_registry().get("gpt-4")
+    fault = status_fault("OpenAI", spec, status, "said", {"Retry-After": "2"})
+    assert (fault.code, fault.retryable) == (code, retryable)
+    assert f"HTTP {status}" in fault.message and "gpt-4" in fault.message
+    assert fault.retry_after == (2.0 if retryable else None)

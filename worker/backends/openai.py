@@ -1,0 +1,183 @@
+"""The OpenAI backend: the official ``openai`` SDK (async client), or any compatible server.
+
+Chat models (``api = "chat"``) go to chat completions with the prompt as one user message
+(a chat task's own messages as they are); ``api = "completions"`` models (``text-davinci-001``)
+go to the legacy completions endpoint with the prompt (a chat task as plain text).
+The key comes from the variable the registry names (``OPENAI_API_KEY``), the base URL from
+the registry entry, else ``OPENAI_BASE_URL``, else OpenAI's own.
+
+Parameters map one to one (the spec's ranges are within OpenAI's): ``max_tokens``,
+``temperature``, ``top_p``, ``stop`` (sent only when given), ``presence_penalty``,
+``frequency_penalty``; one choice per task (``n = 1``). Stop sequences are enforced again on
+the returned text, because some compatible servers ignore them or keep the stop string.
+``usage`` is the vendor's (the billed tokens, even when a stop cut the text here; a server
+that reports none gives 0). Finish reasons: ``stop`` and ``length`` as they are,
+``content_filter`` kept, tool and function calls read as ``stop``; a stop cut here is ``stop``.
+Retries, limits and error messages: ``worker.vendor``; the SDK's own retries are off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import openai
+from openai.types import Completion as TextCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+from schemas.registry import ModelSpec
+from schemas.settings import Settings
+from schemas.wire import Sampling
+from worker.prompting import conversation, plain_prompt
+from worker.stops import cut_at_stop
+from worker.task import Completion, Outcome, Task
+from worker.vendor import (
+    Fault,
+    RetryPolicy,
+    VendorGate,
+    api_key,
+    detail,
+    malformed,
+    status_fault,
+    unexpected,
+    unreachable,
+)
+
+VENDOR = "OpenAI"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "stop",
+    "function_call": "stop",
+}
+
+
+class OpenAIBackend:
+    """Completions from OpenAI's API (or a compatible server) for one public model."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        key = api_key(spec, settings)
+        self._spec = spec
+        self._model = spec.vendor_model or spec.name
+        self._base_url = spec.base_url or settings.openai_base_url or DEFAULT_BASE_URL
+        # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
+        self._client = openai.AsyncOpenAI(
+            api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
+        )
+        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy)
+
+    @property
+    def capacity(self) -> int:
+        """As many tasks in flight as the registry lets this model call at once."""
+        return self._spec.max_concurrency
+
+    def throttled_until(self) -> float:
+        """Until when OpenAI asked us (429) to hold off."""
+        return self._gate.throttled_until()
+
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+        """Call OpenAI for every task; yield each outcome as it comes."""
+        return self._gate.run(tasks, self._attempt)
+
+    async def aclose(self) -> None:
+        """Close the SDK's connections."""
+        await self._client.close()
+
+    async def _attempt(self, task: Task) -> Completion | Fault:
+        msg = task.message
+        params = openai_params(msg.sampling)
+        started = time.perf_counter()
+        if self._spec.api == "completions":
+            text_answer = await self._client.completions.create(
+                model=self._model, prompt=plain_prompt(msg), **params
+            )
+            elapsed_ms = int((time.perf_counter() - started) * 1000)
+            return self._text_outcome(text_answer, msg.sampling, elapsed_ms)
+        messages = cast("list[ChatCompletionMessageParam]", conversation(msg))
+        chat_answer = await self._client.chat.completions.create(
+            model=self._model, messages=messages, **params
+        )
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        return self._chat_outcome(chat_answer, msg.sampling, elapsed_ms)
+
+    def _chat_outcome(
+        self, answer: ChatCompletion, sampling: Sampling, elapsed_ms: int
+    ) -> Completion | Fault:
+        # The SDK builds answers leniently: a server's missing fields show up only here.
+        try:
+            choice = answer.choices[0]
+            text, reason = choice.message.content or "", choice.finish_reason
+        except (AttributeError, IndexError, TypeError):
+            return malformed(VENDOR, self._spec, "something that is not a chat completion")
+        return _completion(answer, text, reason, sampling, elapsed_ms)
+
+    def _text_outcome(
+        self, answer: TextCompletion, sampling: Sampling, elapsed_ms: int
+    ) -> Completion | Fault:
+        try:
+            choice = answer.choices[0]
+            text, reason = choice.text or "", choice.finish_reason
+        except (AttributeError, IndexError, TypeError):
+            return malformed(VENDOR, self._spec, "something that is not a text completion")
+        return _completion(answer, text, reason, sampling, elapsed_ms)
+
+    def _classify(self, exc: Exception) -> Fault:
+        if isinstance(exc, openai.APIResponseValidationError):
+            return malformed(VENDOR, self._spec, "an answer that does not match its schema")
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            if exc.status_code == 429 and getattr(exc, "code", None) == "insufficient_quota":
+                return Fault(
+                    "rate_limited",
+                    f"{VENDOR} says the quota of the account is used up for {self._spec.name} "
+                    "(HTTP 429, insufficient_quota); check the account's billing",
+                )
+            return status_fault(
+                VENDOR, self._spec, exc.status_code, detail(body), exc.response.headers
+            )
+        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            return unreachable(VENDOR, self._spec, self._base_url, exc)
+        if isinstance(exc, ValueError):  # json.JSONDecodeError: a 2xx body that is not JSON
+            return malformed(VENDOR, self._spec, "a body that is not JSON")
+        return unexpected(VENDOR, self._spec, exc)
+
+
+def openai_params(sampling: Sampling) -> dict[str, Any]:
+    """The SDK arguments for a task's sampling (the spec's ranges are OpenAI's)."""
+    params: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "n": 1,
+    }
+    if sampling.stop:
+        params["stop"] = list(sampling.stop)
+    return params
+
+
+def _completion(
+    answer: ChatCompletion | TextCompletion,
+    text: str,
+    reason: str | None,
+    sampling: Sampling,
+    elapsed_ms: int,
+) -> Completion:
+    cut, stopped = cut_at_stop(text, sampling.stop)
+    usage = getattr(answer, "usage", None)
+    return Completion(
+        text=cut,
+        finish_reason="stop" if stopped else _FINISH.get(reason or "stop", "stop"),
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        prediction_time_ms=elapsed_ms,
+    )
