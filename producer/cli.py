@@ -5,6 +5,9 @@ worker --model NAME   a worker serving one or more models
 broker start|stop|status   the local single-node Kafka broker (development, tests)
 dev                   everything at once on the embedded defaults (what `make run` runs)
 models list|prepare   the registry with each model's status; convert local weights once
+submit FILE.jsonl     publish a bulk job (see producer/jobs_cli.py for every option)
+collect --job ID -o OUT.jsonl   write a job's results (resumes; never duplicates a line)
+jobs status ID|list   counts of done, failed, pending and tokens per job
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from devstack.broker import add_broker_commands
 
+    from producer.jobs_cli import add_job_commands
+
     parser = argparse.ArgumentParser(
         prog="kafka-completions",
         description=__doc__,
@@ -101,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="broker, front end and workers on the embedded defaults")
     dev.set_defaults(handler=_dev)
     add_broker_commands(sub)
+    add_job_commands(sub, _settings)
     return parser
 
 

@@ -2,8 +2,11 @@
 
 One poller fetches records while there is room (``Backend.capacity``), pausing every partition
 when there is not, so the consumer keeps polling and never loses its group membership however
-long inference takes. Each record is decided in ``_admit`` (a task to run, an expired task, or a
-dead letter) and tasks go to the backend. One flusher publishes the decided head of each
+long inference takes. Lanes (``plan_lanes``): the interactive partitions come first; the bulk
+partitions are paused while interactive tasks are in flight or the last poll brought some, and
+bulk tasks never fill more than half the capacity, so an interactive task waits at most for
+the batch already generating. Each record is decided in ``_admit`` (a task to run, an expired
+task, or a dead letter) and tasks go to the backend. One flusher publishes the decided head of each
 partition (see ``worker.ledger``) and commits those offsets in the same Kafka transaction.
 SIGTERM stops fetching; in-flight work gets ``KC_DRAIN_TIMEOUT_S`` to finish and be committed;
 what is left is not committed and another worker of the group runs it.
@@ -16,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -36,6 +40,7 @@ from worker.task import Completion, DeadLetter, Failure, Outcome, Task
 
 log = logging.getLogger(__name__)
 _FLUSH_RETRY_S = 1.0
+_BULK_SHARE_DIVISOR = 2  # bulk tasks may fill 1/2 of the capacity
 # Our transactions last milliseconds; a short timeout bounds how long a killed worker's open
 # transaction can hold back read_committed readers when no successor fences it.
 _TRANSACTION_TIMEOUT_MS = 10_000
@@ -109,14 +114,17 @@ class ModelWorker:
     async def _poll(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]
     ) -> None:
+        interactive_fetched = False
+        bulk_topic = self._topics.bulk(self._spec.name)
         while not stopping.is_set() and not flusher.done():
-            room = self._backend.capacity - self._ledger.in_flight()
             assigned = consumer.assignment()
-            if room <= 0 or self._backend.throttled_until() > time.time():
-                consumer.pause(*assigned)
-            else:
-                consumer.resume(*assigned)
-            fetched = await consumer.getmany(timeout_ms=100, max_records=max(room, 1))
+            plan = self._plan(assigned, bulk_topic, interactive_fetched)
+            consumer.pause(*plan.pause)
+            consumer.resume(*(assigned - plan.pause))
+            fetched = await consumer.getmany(
+                *plan.fetch, timeout_ms=100, max_records=plan.max_records
+            )
+            interactive_fetched = any(tp.topic != bulk_topic for tp in fetched)
             tasks = [
                 t for tp, records in fetched.items() for r in records if (t := self._admit(tp, r))
             ]
@@ -124,6 +132,22 @@ class ModelWorker:
                 self._start_run(tasks)
         if flusher.done():
             flusher.result()  # a fatal publishing error (fenced producer) ends the worker
+
+    def _plan(
+        self, assigned: set[TopicPartition], bulk_topic: str, interactive_fetched: bool
+    ) -> LanePlan:
+        bulk = [(tp.topic, tp.partition) for tp in assigned if tp.topic == bulk_topic]
+        in_flight = self._ledger.in_flight()
+        bulk_in_flight = self._ledger.in_flight(bulk)
+        return plan_lanes(
+            assigned,
+            bulk_topic,
+            capacity=self._backend.capacity,
+            in_flight=in_flight,
+            bulk_in_flight=bulk_in_flight,
+            interactive_busy=interactive_fetched or in_flight > bulk_in_flight,
+            throttled=self._backend.throttled_until() > time.time(),
+        )
 
     def _admit(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Task | None:
         """Take a record: a task to run (returned) or a decision made here (None)."""
@@ -261,6 +285,45 @@ class ModelWorker:
         dropped = self._ledger.drop(revoked)
         if dropped:
             log.warning("rebalance: %d uncommitted tasks left to the new owner", dropped)
+
+
+@dataclass(frozen=True, slots=True)
+class LanePlan:
+    """The next poll: partitions to pause, partitions to take records from, how many at most.
+
+    An empty ``fetch`` means every partition (and then every one is paused).
+    """
+
+    pause: set[TopicPartition]
+    fetch: set[TopicPartition]
+    max_records: int
+
+
+def plan_lanes(
+    assigned: set[TopicPartition],
+    bulk_topic: str,
+    *,
+    capacity: int,
+    in_flight: int,
+    bulk_in_flight: int,
+    interactive_busy: bool,
+    throttled: bool,
+) -> LanePlan:
+    """The lane policy: interactive first; bulk only when no interactive work waits."""
+    room = capacity - in_flight
+    if room <= 0 or throttled:
+        return LanePlan(set(assigned), set(), 1)
+    interactive = {tp for tp in assigned if tp.topic != bulk_topic}
+    if interactive_busy:
+        return LanePlan(set(assigned) - interactive, interactive, room)
+    # Half the capacity stays free of bulk work: with a batching backend (capacity = two
+    # batches) an interactive task then joins the very next batch instead of queueing behind
+    # a bulk batch that is already waiting. A full bulk share only narrows the poll: pausing
+    # would drop the records already fetched and cost a fetch round trip per bulk batch.
+    bulk_room = max(1, capacity // _BULK_SHARE_DIVISOR) - bulk_in_flight
+    if bulk_room <= 0:
+        return LanePlan(set(), interactive, room)
+    return LanePlan(set(), set(assigned), min(room, bulk_room))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
