@@ -4,9 +4,11 @@
     ├── ConfigError          a setting, the registry or the environment is wrong (start-up)
     ├── BrokerUnavailable    Kafka could not be reached or refused us (translated aiokafka errors)
     ├── WireError            a Kafka record is not a message of ours (goes to the DLQ)
-    └── ModelError           a model cannot serve a request
-        ├── UnknownModel     the name is not in the registry (a client mistake)
-        └── ModelUnavailable known, but not configured or without a live worker
+    ├── ModelError           a model cannot serve a request
+    │   ├── UnknownModel     the name is not in the registry (a client mistake)
+    │   └── ModelUnavailable known, but not configured or without a live worker
+    └── JobError             a bulk job cannot be submitted or collected (producer/jobfile.py)
+        └── JobFileInvalid   a job file has invalid lines; nothing was published
 
 Third-party errors are translated where they are caught, with ``raise ... from exc``.
 """
