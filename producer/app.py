@@ -5,13 +5,15 @@ The request path: authenticate, validate (pydantic, spec ranges), resolve every 
 per entry of ``model`` carrying this instance's reply partition and the deadline, and wait.
 """
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,8 +22,11 @@ from producer.assemble import assemble
 from producer.auth import KeyChecker
 from producer.errors import ApiError, error_response, install_handlers, model_errors
 from producer.liveness import Liveness
+from producer.openapi import declare_responses
+from producer.params import check_params
 from producer.publisher import Publisher
 from producer.replies import ReplyRouter
+from producer.streams import StreamRouter
 from schemas import logs
 from schemas.api import CompletionRequest, CompletionResponse, ErrorBody, ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
@@ -30,7 +35,7 @@ from schemas.metrics import FrontendMetrics
 from schemas.registry import ModelSpec, Registry
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import Sampling, TaskMessage
+from schemas.wire import ChatMessage, ResultMessage, Sampling, TaskMessage
 
 ROUTE = "/v1/completion"
 log = logging.getLogger(__name__)
@@ -53,7 +58,9 @@ class FrontEnd:
         self.replies = ReplyRouter(settings, self.metrics)
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
         self.liveness = Liveness(settings, configured)
+        self.streams = StreamRouter(settings, settings.reply_partition)
         self.in_flight = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Create the shared topics, connect, assign the reply partition, read liveness."""
@@ -61,11 +68,13 @@ class FrontEnd:
         await self.publisher.start()
         topics = Topics(self.settings.topic_prefix)
         await self.replies.start(await self.publisher.partitions(topics.results))
+        await self.streams.start()
         await self.liveness.start()
 
     async def stop(self) -> None:
         """Disconnect everything."""
         await self.liveness.stop()
+        await self.streams.stop()
         await self.replies.stop()
         await self.publisher.stop()
 
@@ -73,6 +82,99 @@ class FrontEnd:
     def ready(self) -> bool:
         """Ready once the reply partition is assigned and liveness has been read."""
         return self.replies.ready and self.liveness.ready
+
+    def tasks_for(
+        self,
+        request_id: uuid.UUID,
+        models: list[str],
+        sampling: Sampling,
+        key_id: str,
+        *,
+        prompts: list[str] | None = None,
+        messages: tuple[ChatMessage, ...] | None = None,
+        stream: bool = False,
+    ) -> list[TaskMessage]:
+        """One task per entry of ``models`` (choice index = position), due at the deadline.
+
+        ``prompts``, when given, is parallel to ``models``; a chat request gives ``messages``.
+        """
+        logs.request_id.set(str(request_id))
+        now = time.time()
+        texts = prompts or [""] * len(models)
+        return [
+            TaskMessage(
+                request_id=str(request_id),
+                choice_index=i,
+                model=model,
+                prompt=texts[i],
+                messages=messages,
+                stream=stream,
+                sampling=sampling,
+                enqueued_at=now,
+                deadline=now + self.settings.request_timeout_s,
+                reply_partition=self.replies.partition,
+                key_id=key_id,
+            )
+            for i, model in enumerate(models)
+        ]
+
+    async def run(self, tasks: list[TaskMessage]) -> dict[int, ResultMessage]:
+        """Publish the tasks of one request and wait for their results until the deadline."""
+        request_id = tasks[0].request_id
+        pending = self.replies.expect(request_id, len(tasks))
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            # One deadline for both steps: a broker that is down answers 503 by it, not later.
+            deadline = tasks[0].deadline or time.time() + self.settings.request_timeout_s
+            await self.publisher.publish(tasks, timeout_s=deadline - time.time())
+            return await pending.wait(max(0.0, deadline - time.time()))
+        finally:
+            self.replies.forget(request_id)
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    def cancel_later(self, request_id: str) -> None:
+        """Publish a cancellation without making the caller (who left) wait for it."""
+        task = asyncio.create_task(self._cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, request_id: str) -> None:
+        try:
+            await self.publisher.cancel(request_id)
+        except KafkaError as exc:
+            log.warning("could not publish the cancellation of %s: %r", request_id, exc)
+
+    def observe(self, models: list[str], status: int, elapsed_s: float) -> None:
+        """Log and count one answered request."""
+        names = ",".join(models)
+        log.info(
+            "completion answered %d in %.0f ms (%s)",
+            status,
+            elapsed_s * 1000,
+            names,
+            extra={"status": status, "model": names},
+        )
+        for model in set(models):
+            self.metrics.latency.labels(model).observe(elapsed_s)
+            if status == 504:
+                self.metrics.timeouts.labels(model).inc()
+
+    def check_room(self) -> None:
+        """Refuse a request past KC_MAX_IN_FLIGHT with 429 and Retry-After."""
+        # Bounded in-flight requests keep memory bounded under a burst: past the limit callers
+        # are told to come back, instead of queueing without end.
+        if self.in_flight < self.settings.max_in_flight:
+            return
+        self.metrics.rejected.labels("overloaded").inc()
+        detail = ErrorDetail(
+            type="rate_limit_error",
+            code="overloaded",
+            message=f"{self.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
+            f"{self.settings.max_in_flight}); retry after a second",
+        )
+        raise ApiError(429, detail, {"Retry-After": "1"})
 
     def check_models(self, names: list[str]) -> list[ModelSpec]:
         """The specs of the requested models, or one error naming every one that cannot serve."""
@@ -116,11 +218,15 @@ def create_app(
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
     install_handlers(app)
-    _add_routes(app, front)
+    authenticated = _add_routes(app, front)
+    from producer.openai_api import add_openai_routes  # it builds on this module
+
+    add_openai_routes(app, front, authenticated)
+    declare_responses(app)
     return app
 
 
-def _add_routes(app: FastAPI, front: FrontEnd) -> None:
+def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, Any, str]]:
     async def authenticated(authorization: Annotated[str | None, Header()] = None) -> str:
         key_id = front.keys.check(authorization)
         if key_id is None:
@@ -157,10 +263,11 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
     ) -> Response:
         models = body.models
         request.state.models = sorted(set(models))
-        _check_room(front)
+        front.check_room()
         specs = front.check_models(models)
-        _check_stops(body, specs)
-        return await _complete(front, body, models, key_id)
+        sampling = _sampling(body)
+        check_params(sampling, specs)
+        return await _complete(front, body, models, sampling, key_id)
 
     @app.get("/v1/models")
     async def list_models(_: Annotated[str, Depends(authenticated)]) -> dict[str, Any]:
@@ -193,6 +300,8 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> None:
     async def metrics() -> Response:
         return Response(generate_latest(front.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
+    return authenticated
+
 
 async def _refuse_body(request: Request, limit: int) -> Response | None:
     """415 for a body that is not JSON, 413 for one over the limit; None when acceptable."""
@@ -221,45 +330,8 @@ async def _refuse_body(request: Request, limit: int) -> Response | None:
     return error_response(413, detail)
 
 
-def _check_room(front: FrontEnd) -> None:
-    # Bounded in-flight requests keep memory bounded under a burst: past the limit callers are
-    # told to come back, instead of queueing without end.
-    if front.in_flight < front.settings.max_in_flight:
-        return
-    front.metrics.rejected.labels("overloaded").inc()
-    detail = ErrorDetail(
-        type="rate_limit_error",
-        code="overloaded",
-        message=f"{front.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
-        f"{front.settings.max_in_flight}); retry after a second",
-    )
-    raise ApiError(429, detail, {"Retry-After": "1"})
-
-
-def _check_stops(body: CompletionRequest, specs: list[ModelSpec]) -> None:
-    count = len(body.stop or [])
-    for spec in specs:
-        if count > spec.max_stop_sequences:
-            detail = ErrorDetail(
-                type="invalid_request_error",
-                code="invalid_value",
-                param="stop",
-                value=body.stop,
-                message=f"stop: {spec.name} accepts at most {spec.max_stop_sequences} stop "
-                f"sequences (got {count})",
-            )
-            raise ApiError(422, detail)
-
-
-async def _complete(
-    front: FrontEnd, body: CompletionRequest, models: list[str], key_id: str
-) -> Response:
-    started = time.perf_counter()
-    settings = front.settings
-    request_id = uuid.uuid4()
-    logs.request_id.set(str(request_id))
-    now = time.time()
-    sampling = Sampling(
+def _sampling(body: CompletionRequest) -> Sampling:
+    return Sampling(
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -267,43 +339,18 @@ async def _complete(
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
     )
-    tasks = [
-        TaskMessage(
-            request_id=str(request_id),
-            choice_index=i,
-            model=model,
-            prompt=body.prompt,
-            sampling=sampling,
-            enqueued_at=now,
-            deadline=now + settings.request_timeout_s,
-            reply_partition=front.replies.partition,
-            key_id=key_id,
-        )
-        for i, model in enumerate(models)
-    ]
-    pending = front.replies.expect(str(request_id), len(tasks))
-    front.in_flight += 1
-    front.metrics.in_flight.inc()
-    try:
-        await front.publisher.publish(tasks)
-        results = await pending.wait(settings.request_timeout_s)
-    finally:
-        front.replies.forget(str(request_id))
-        front.in_flight -= 1
-        front.metrics.in_flight.dec()
-    status, answer = assemble(request_id, models, results, settings.request_timeout_s)
-    elapsed = time.perf_counter() - started
-    log.info(
-        "completion answered %d in %.0f ms (%s)",
-        status,
-        elapsed * 1000,
-        ",".join(models),
-        extra={"status": status, "model": ",".join(models)},
-    )
-    for model in set(models):
-        front.metrics.latency.labels(model).observe(elapsed)
-        if status == 504:
-            front.metrics.timeouts.labels(model).inc()
+
+
+async def _complete(
+    front: FrontEnd, body: CompletionRequest, models: list[str], sampling: Sampling, key_id: str
+) -> Response:
+    started = time.perf_counter()
+    request_id = uuid.uuid4()
+    prompts = [body.prompt] * len(models)
+    tasks = front.tasks_for(request_id, models, sampling, key_id, prompts=prompts)
+    results = await front.run(tasks)
+    status, answer = assemble(request_id, models, results, front.settings.request_timeout_s)
+    front.observe(models, status, time.perf_counter() - started)
     if isinstance(answer, ErrorBody):
         return error_response(status, answer.error)
     return Response(answer.model_dump_json(), media_type="application/json")

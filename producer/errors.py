@@ -106,17 +106,28 @@ def _shown(value: Any) -> Any:
     return value
 
 
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+
+
+def _status_for(request: Request, status: int) -> int:
+    # OpenAI answers every invalid parameter with 400, and its SDK maps 400 to BadRequestError;
+    # the spec route keeps 422 for a well-formed body with a bad field.
+    if status == 422 and request.url.path in OPENAI_PATHS:
+        return 400
+    return status
+
+
 def install_handlers(app: FastAPI) -> None:
     """Answer every error in the ErrorBody shape."""
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.detail, exc.headers)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(_status_for(request, exc.status), exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, detail = describe_validation(exc.errors())
-        return error_response(status, detail)
+        return error_response(_status_for(request, status), detail)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

@@ -12,7 +12,7 @@ from schemas.errors import BrokerUnavailable
 from schemas.kafka import client_options
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import TaskMessage, encode
+from schemas.wire import CancelMessage, TaskMessage, encode
 
 
 class Publisher:
@@ -50,16 +50,30 @@ class Publisher:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def publish(self, tasks: Sequence[TaskMessage]) -> None:
-        """Send the tasks and wait until Kafka has them all (acks=all)."""
+    async def publish(self, tasks: Sequence[TaskMessage], timeout_s: float | None = None) -> None:
+        """Send the tasks and wait until Kafka has them all (acks=all), within ``timeout_s``."""
+        # Without a bound a caller waits out aiokafka's own timeouts (40 s for the metadata,
+        # as long again for the batch) while the broker is down, far past its deadline.
         try:
-            sent = [
-                await self.producer.send(self.topic_of(t), encode(t), t.request_id.encode())
-                for t in tasks
-            ]
-            await asyncio.gather(*sent)
+            await asyncio.wait_for(self._send_all(tasks), timeout_s)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(
+                f"Kafka at {self._bootstrap} did not take the tasks within {timeout_s:.1f} s"
+            ) from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"Kafka did not take the tasks: {exc!r}") from exc
+
+    async def _send_all(self, tasks: Sequence[TaskMessage]) -> None:
+        sent = [
+            await self.producer.send(self.topic_of(t), encode(t), t.request_id.encode())
+            for t in tasks
+        ]
+        await asyncio.gather(*sent)
+
+    async def cancel(self, request_id: str) -> None:
+        """Tell every worker that nobody waits for this request any more."""
+        message = encode(CancelMessage(request_id=request_id))
+        await self.producer.send_and_wait(self._topics.cancel, message, request_id.encode())
 
     async def partitions(self, topic: str) -> set[int]:
         """The partitions of a topic (waits for its metadata)."""

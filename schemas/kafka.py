@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
+from aiokafka.helpers import create_ssl_context
 
-from schemas.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable, ConfigError
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -19,7 +22,60 @@ _TOPIC_ALREADY_EXISTS = 36
 
 def client_options(settings: Settings, client_id: str) -> dict[str, Any]:
     """Connection options shared by every aiokafka client of this service."""
-    return {"bootstrap_servers": settings.kafka_bootstrap, "client_id": client_id}
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": client_id,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = ssl_context(settings)
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for Kafka: the system's CAs unless KC_KAFKA_SSL_CAFILE names one."""
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot build the Kafka TLS context from KC_KAFKA_SSL_CAFILE="
+            f"{settings.kafka_ssl_cafile}, KC_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}, "
+            f"KC_KAFKA_SSL_KEYFILE={settings.kafka_ssl_keyfile}: {exc}"
+        ) from exc
+    return context
+
+
+async def check_credentials(settings: Settings) -> None:
+    """Raise ConfigError when the first bootstrap broker refuses our SASL or TLS handshake."""
+    # aiokafka logs an authentication failure and reports only "Unable to bootstrap", so a
+    # wrong password would read like a broker that is down; one direct connection tells.
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    options = client_options(settings, "kc-credentials-check")
+    del options["bootstrap_servers"]
+    try:
+        conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
+    except (AuthenticationFailedError, SaslAuthenticationFailed, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"Kafka at {host}:{port} refused to authenticate us "
+            f"(KC_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}, "
+            f"KC_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}, "
+            f"KC_KAFKA_SASL_USERNAME={settings.kafka_sasl_username}): {exc}; "
+            "check KC_KAFKA_SASL_PASSWORD and the KC_KAFKA_SSL_* files"
+        ) from exc
+    except (KafkaError, OSError, ValueError):
+        return  # not a credential problem: the caller reports the broker as unreachable
+    conn.close()
 
 
 def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
@@ -27,6 +83,8 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
     topics = Topics(settings.topic_prefix)
     layout = [
         NewTopic(topics.results, settings.results_partitions, 1),
+        NewTopic(topics.stream, settings.results_partitions, 1),
+        NewTopic(topics.cancel, 1, 1, topic_configs={"retention.ms": "3600000"}),
         NewTopic(topics.dlq, 1, 1),
         NewTopic(topics.jobs, 1, 1, topic_configs={"cleanup.policy": "compact"}),
     ]
@@ -43,6 +101,7 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
         await admin.start()
         response = await admin.create_topics(topic_layout(settings, models))
     except KafkaError as exc:
+        await check_credentials(settings)
         raise BrokerUnavailable(
             f"cannot create topics on Kafka at {settings.kafka_bootstrap}: {exc!r}; "
             "is the broker running (kafka-completions broker start) or KC_KAFKA_BOOTSTRAP right?"

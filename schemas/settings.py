@@ -10,14 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.errors import ConfigError
 
 ENV_PREFIX = "KC_"
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 _SECRET_FIELDS = frozenset(
-    {"api_keys", "openai_api_key", "co_api_key", "kc_openai_api_key", "kc_co_api_key"}
+    {
+        "api_keys",
+        "openai_api_key",
+        "co_api_key",
+        "kc_openai_api_key",
+        "kc_co_api_key",
+        "kafka_sasl_password",
+    }
 )
 
 
@@ -34,6 +49,13 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     request_partitions: Annotated[int, Field(ge=1, le=1024)] = 8
     results_partitions: Annotated[int, Field(ge=1, le=1024)] = 8
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
 
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     host: str = "127.0.0.1"
@@ -75,6 +97,17 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KC_KAFKA_SASL_USERNAME and KC_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
     def secret(self, env_name: str) -> SecretStr | None:
         """A vendor credential by the variable name the registry gives."""
         return {
@@ -90,6 +123,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # a check across fields: its message names the variables
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             field = ".".join(str(p) for p in err["loc"])
             variable = f"{ENV_PREFIX}{field.upper()}"
             secret = str(err["loc"][0]).lower() in _SECRET_FIELDS if err["loc"] else False

@@ -47,6 +47,7 @@ KAFKA_VERSION = "4.3.1"
 HOST = "127.0.0.1"
 READY_LINE = "Kafka Server started"
 BROKER_MAIN_CLASS = "kafka.Kafka"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 DEFAULT_HEAP = "512M"
 DEFAULT_CACHE_DIR = "~/.cache/kafka-completions"
@@ -142,8 +143,12 @@ def new_cluster_id() -> str:
             return text
 
 
-def server_properties(log_dirs: Path, port: int, controller_port: int) -> str:
+def server_properties(
+    log_dirs: Path, port: int, controller_port: int, sasl_port: int | None = None
+) -> str:
     """Return server.properties for a combined broker+controller node on 127.0.0.1."""
+    if sasl_port is not None:
+        return _with_sasl(server_properties(log_dirs, port, controller_port), sasl_port)
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
@@ -167,8 +172,33 @@ def server_properties(log_dirs: Path, port: int, controller_port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_sasl(properties: str, sasl_port: int) -> str:
+    # A second client listener, SASL_PLAINTEXT with SCRAM-SHA-512; the PLAINTEXT one stays for
+    # the broker's own (inter-broker) traffic. The server side of SCRAM needs only the login
+    # module: the credentials live in the metadata log (written by ``format --add-scram``).
+    sasl = f"SASL_PLAINTEXT://{HOST}:{sasl_port}"
+    lines = []
+    for line in properties.splitlines():
+        key = line.partition("=")[0]
+        if key in ("listeners", "advertised.listeners"):
+            line = f"{line},{sasl}"
+        elif key == "listener.security.protocol.map":
+            line = f"{line},SASL_PLAINTEXT:SASL_PLAINTEXT"
+        lines.append(line)
+    lines += [
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 class LocalBroker:
-    """A single-node KRaft broker on 127.0.0.1 whose files live in ``data_dir``."""
+    """A single-node KRaft broker on 127.0.0.1 whose files live in ``data_dir``.
+
+    With ``scram=(user, password)`` it also listens for SASL_PLAINTEXT (SCRAM-SHA-512) clients
+    on ``sasl_port`` (``sasl_bootstrap``); the credential is created when the data is formatted.
+    """
 
     def __init__(
         self,
@@ -178,12 +208,16 @@ class LocalBroker:
         port: int = 9092,
         controller_port: int = 9093,
         heap: str = DEFAULT_HEAP,
+        scram: tuple[str, str] | None = None,
+        sasl_port: int = 0,
     ) -> None:
         self._data_dir = data_dir.expanduser().resolve()
         self._cache_dir = cache_dir.expanduser()
         self._port = port
         self._controller_port = controller_port
         self._heap = heap
+        self._scram = scram
+        self._sasl_port = sasl_port
         self._log_dirs = self._data_dir / "kafka-logs"
         self._pid_file = self._data_dir / "broker.pid"
         self._state_file = self._data_dir / "broker.json"
@@ -208,6 +242,15 @@ class LocalBroker:
             raise BrokerError(f"no broker is running from {self._data_dir}")
         return running.bootstrap
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT (SCRAM-SHA-512) listener's address; BrokerError without one."""
+        self.bootstrap  # noqa: B018 -- raises when not running
+        state = json.loads(self._state_file.read_text())
+        if "sasl_port" not in state:
+            raise BrokerError(f"the broker from {self._data_dir} has no SASL listener")
+        return f"{HOST}:{state['sasl_port']}"
+
     def __enter__(self) -> LocalBroker:
         self.start()
         return self
@@ -224,16 +267,18 @@ class LocalBroker:
             return running.bootstrap
         libs = ensure_jars(self._cache_dir)
         java = _find_java()
-        port, controller_port = _choose_ports(self._port, self._controller_port)
+        wanted = (self._port, self._controller_port, *([self._sasl_port] if self._scram else []))
+        port, controller_port, *sasl = _choose_ports(*wanted)
         self._data_dir.mkdir(parents=True, exist_ok=True)
         config = self._data_dir / "server.properties"
-        config.write_text(server_properties(self._log_dirs, port, controller_port))
+        sasl_port = sasl[0] if sasl else None
+        config.write_text(server_properties(self._log_dirs, port, controller_port, sasl_port))
         if not (self._log_dirs / "meta.properties").exists():
             self._format(java, libs, config)
         bootstrap = f"{HOST}:{port}"
         proc = self._launch(java, libs, config)
         self._proc = proc
-        self._write_state(proc.pid, bootstrap, port, controller_port)
+        self._write_state(proc.pid, bootstrap, port, controller_port, sasl_port)
         self._await_ready(proc, timeout_s)
         self._started_here = True
         return bootstrap
@@ -263,6 +308,9 @@ class LocalBroker:
 
     def _format(self, java: str, libs: Path, config: Path) -> None:
         args = ["format", "--ignore-formatted", "-t", new_cluster_id(), "-c", str(config)]
+        if self._scram:
+            user, password = self._scram
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         cmd = [java, "-Xmx256M", *_java_args(libs, STORAGE_TOOL_CLASS), *args]
         _run_checked(cmd, f"formatting {self._log_dirs}", self._data_dir, _FORMAT_TIMEOUT_S)
 
@@ -319,8 +367,12 @@ class LocalBroker:
             return self._proc.poll() is None
         return _pid_alive(pid)
 
-    def _write_state(self, pid: int, bootstrap: str, port: int, controller_port: int) -> None:
+    def _write_state(
+        self, pid: int, bootstrap: str, port: int, controller_port: int, sasl_port: int | None
+    ) -> None:
         ports = {"port": port, "controller_port": controller_port}
+        if sasl_port is not None:
+            ports["sasl_port"] = sasl_port
         state = {"pid": pid, "bootstrap": bootstrap, **ports, "data_dir": str(self._data_dir)}
         self._pid_file.write_text(f"{pid}\n")
         self._state_file.write_text(json.dumps(state, indent=2) + "\n")
@@ -341,11 +393,11 @@ def _java_args(libs: Path, main_class: str) -> list[str]:
     return [f"-Dlog4j2.configurationFile={LOG4J_FILE}", "-cp", str(libs / "*"), main_class]
 
 
-def _choose_ports(port: int, controller_port: int) -> tuple[int, int]:
-    # Both sockets stay open until both are chosen, so two zeros never give the same port.
+def _choose_ports(*ports: int) -> list[int]:
+    # Every socket stays open until all are chosen, so two zeros never give the same port.
     with contextlib.ExitStack() as stack:
         chosen = []
-        for wanted in (port, controller_port):
+        for wanted in ports:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             # Kafka binds with SO_REUSEADDR too; without it a port in TIME_WAIT looks taken.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -357,7 +409,7 @@ def _choose_ports(port: int, controller_port: int) -> tuple[int, int]:
                     "or choose another port (0 picks a free one)"
                 ) from exc
             chosen.append(int(sock.getsockname()[1]))
-    return chosen[0], chosen[1]
+    return chosen
 
 
 def _pid_alive(pid: int) -> bool:

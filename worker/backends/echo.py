@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from schemas.registry import ModelSpec
+from worker.prompting import plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Outcome, Task
 
@@ -41,13 +42,14 @@ class EchoBackend:
     def _complete(task: Task) -> Completion:
         started = time.perf_counter()
         msg = task.message
+        prompt = plain_prompt(msg)
         text, stopped = cut_at_stop(
-            echo_text(msg.prompt, msg.sampling.max_tokens), msg.sampling.stop
+            echo_text(prompt, msg.sampling.max_tokens), msg.sampling.stop
         )
         return Completion(
             text=text,
             finish_reason="stop" if stopped else "length",
-            prompt_tokens=len(msg.prompt.split()),
+            prompt_tokens=len(prompt.split()),
             completion_tokens=len(text.split()),
             prediction_time_ms=int((time.perf_counter() - started) * 1000),
         )

@@ -52,7 +52,7 @@ class _RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[TaskMessage] = []
 
-    async def publish(self, tasks: Sequence[TaskMessage]) -> None:
+    async def publish(self, tasks: Sequence[TaskMessage], timeout_s: float | None = None) -> None:
         self.published.extend(tasks)
 
 
@@ -63,8 +63,8 @@ class _EchoPublisher(_RecordingPublisher):
         super().__init__()
         self._front = front
 
-    async def publish(self, tasks: Sequence[TaskMessage]) -> None:
-        await super().publish(tasks)
+    async def publish(self, tasks: Sequence[TaskMessage], timeout_s: float | None = None) -> None:
+        await super().publish(tasks, timeout_s)
         backend = EchoBackend(self._front.registry.get("echo"))
         async for done, outcome in backend.run([task(t) for t in tasks]):
             assert isinstance(outcome, Completion)

@@ -1,0 +1,106 @@
+"""Streaming: text deltas from workers to the caller waiting on a server-sent event stream.
+
+Deltas travel on ``completions.stream`` to the front end's reply partition, outside Kafka
+transactions (they must flow while generation runs); the final text still comes as the
+transactional result. So the caller sees exactly the final text once: deltas are taken in
+``seq`` order per choice (duplicates and gaps dropped), and when the result arrives whatever
+the deltas did not carry is sent as one last delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas.errors import WireError
+from schemas.kafka import client_options
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import StreamChunk, decode_chunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What one streaming request has received so far, per choice."""
+
+    queue: asyncio.Queue[StreamChunk] = field(default_factory=asyncio.Queue)
+    next_seq: dict[int, int] = field(default_factory=dict)
+
+    def accept(self, chunk: StreamChunk) -> bool:
+        """True when the chunk is the next one of its choice (then it is counted)."""
+        expected = self.next_seq.get(chunk.choice_index, 0)
+        if chunk.seq != expected:
+            return False
+        self.next_seq[chunk.choice_index] = expected + 1
+        return True
+
+
+class StreamRouter:
+    """The stream-topic consumer of one front-end instance (its reply partition)."""
+
+    def __init__(self, settings: Settings, partition: int) -> None:
+        self._settings = settings
+        self._tp = TopicPartition(Topics(settings.topic_prefix).stream, partition)
+        self._streams: dict[str, StreamState] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign the partition and read from its end."""
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, **client_options(self._settings, "kc-frontend-stream")
+        )
+        await consumer.start()
+        consumer.assign([self._tp])
+        await consumer.seek_to_end(self._tp)
+        await consumer.position(self._tp)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._consume(consumer), name="kc-stream")
+
+    async def stop(self) -> None:
+        """Stop consuming."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def open(self, request_id: str) -> StreamState:
+        """Start receiving the deltas of a request (before its tasks are sent)."""
+        state = StreamState()
+        self._streams[request_id] = state
+        return state
+
+    def close(self, request_id: str) -> None:
+        """The stream is over."""
+        self._streams.pop(request_id, None)
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                log.warning("stream consumer: %r; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._route(record.value)
+
+    def _route(self, raw: bytes | None) -> None:
+        try:
+            chunk = decode_chunk(raw)
+        except WireError as exc:
+            log.warning("ignoring a record on the stream topic: %s", exc)
+            return
+        state = self._streams.get(chunk.request_id)
+        if state is not None:
+            state.queue.put_nowait(chunk)

@@ -1,0 +1,113 @@
+"""The official openai SDK, unchanged but for base_url and api_key, against our front end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from schemas.settings import Settings
+from tests.conftest import API_KEY
+from tests.integration.harness import LOCAL, front_end, spec_body, wait_live, worker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.model]
+
+
+@pytest.fixture(scope="module")
+async def sdk(kafka_bootstrap: str) -> AsyncIterator[tuple[openai.AsyncOpenAI, httpx.AsyncClient]]:
+    """A front end with echo and the local model, and an AsyncOpenAI client pointed at it."""
+    import uuid
+
+    from tests.conftest import cache_dir
+
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"o{uuid.uuid4().hex[:8]}.",
+        request_partitions=2,
+        results_partitions=2,
+        api_keys=(API_KEY,),
+        liveness_refresh_s=0.3,
+        cache_dir=cache_dir(),
+        worker_metrics_port=0,
+    )
+    async with worker(settings, LOCAL, "echo"), front_end(settings) as client:
+        await wait_live(client, LOCAL, "echo")
+        sdk = openai.AsyncOpenAI(base_url=f"{client.base_url}/v1", api_key=API_KEY, max_retries=0)
+        yield sdk, client
+        await sdk.close()
+
+
+async def test_completions_with_n_and_a_string_stop(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, _ = sdk
+    answer = await client.completions.create(
+        model="echo", prompt="one two three", max_tokens=5, n=2, stop="three"
+    )
+    assert [c.index for c in answer.choices] == [0, 1]
+    assert all(c.text == "one two " for c in answer.choices)
+    assert all(c.finish_reason == "stop" for c in answer.choices)
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == 3  # counted once for the two choices
+    assert answer.usage.completion_tokens == 4
+
+
+async def test_chat_completion_on_the_local_model(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, _ = sdk
+    messages = [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "What colour is the sky?"},
+    ]
+    answer = await client.chat.completions.create(
+        model=LOCAL,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=24,
+        temperature=0,
+    )
+    choice = answer.choices[0]
+    assert answer.object == "chat.completion"
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in {"stop", "length"}
+    assert answer.usage is not None and answer.usage.completion_tokens <= 24
+    # The system message reached the model through its chat template: the prompt is exactly
+    # the template's rendering of both messages.
+    assert answer.usage.prompt_tokens == _template_tokens(messages)
+
+
+def _template_tokens(messages: list[dict[str, str]]) -> int:
+    from transformers import AutoTokenizer
+
+    from schemas.registry import load_registry
+    from tests.conftest import cache_dir
+    from worker.weights import checkpoint_dir
+
+    path = checkpoint_dir(load_registry().get(LOCAL), cache_dir())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(text)["input_ids"])
+
+
+async def test_sdk_errors_are_the_usual_classes(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, http = sdk
+    bad_key = openai.AsyncOpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await bad_key.completions.create(model="echo", prompt="x")
+    await bad_key.close()
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.completions.create(model="echo", prompt="x", temperature=3.5)
+    assert "temperature" in str(bad.value)
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(
+            model="gpt-5", messages=[{"role": "user", "content": "x"}]
+        )
+    models = await client.models.list()
+    assert {m.id for m in models.data} >= {LOCAL, "echo", "gpt-4"}
+    # The spec's own route still fans out beside the OpenAI ones.
+    fan_out = await http.post("/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=4))
+    assert [c["model"] for c in fan_out.json()["choices"]] == ["echo", LOCAL]

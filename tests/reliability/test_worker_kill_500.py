@@ -1,0 +1,60 @@
+"""A worker SIGKILLed mid-batch under 500 in-flight requests, then restarted: 500 answers, and a
+read_committed reader of the results topic sees each exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from schemas.settings import Settings
+from tests.integration.harness import LOCAL, committed_results, front_end, spec_body, wait_live
+from tests.reliability.support import process, process_env, stop_process, tally
+
+pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
+REQUESTS = 500
+
+
+async def test_sigkill_under_500_in_flight(settings: Settings, tmp_path: Path) -> None:
+    patient = settings.model_copy(update={"request_timeout_s": 400})
+    env = process_env(patient)
+    limits = httpx.Limits(max_connections=REQUESTS + 10, max_keepalive_connections=REQUESTS + 10)
+    body = spec_body(model=LOCAL, max_tokens=4, stop=None)
+    with process(["worker", "--model", LOCAL], env, tmp_path / "first.log") as first:
+        async with front_end(patient) as client:
+            await wait_live(client, LOCAL)
+            async with httpx.AsyncClient(
+                base_url=client.base_url, headers=client.headers, timeout=420, limits=limits
+            ) as wide:
+                calls = [
+                    asyncio.create_task(wide.post("/v1/completion", json=body))
+                    for _ in range(REQUESTS)
+                ]
+                await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED, timeout=300)
+                before_kill = sum(c.done() for c in calls)
+                assert 0 < before_kill < REQUESTS, before_kill
+                first.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(first.wait)
+                killed = time.monotonic()
+                with process(["worker", "--model", LOCAL], env, tmp_path / "second.log"):
+                    pending = [c for c in calls if not c.done()]
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    first_after_s = time.monotonic() - killed
+                    responses = await asyncio.gather(*calls)
+                    all_after_s = time.monotonic() - killed
+    stop_process(first)
+    assert [r.status_code for r in responses] == [200] * REQUESTS, [
+        r.text for r in responses if r.status_code != 200
+    ][:3]
+    ids = {r.json()["id"] for r in responses}
+    counted = tally(await committed_results(patient), ids)
+    print(
+        f"\n{before_kill}/{REQUESTS} answered before SIGKILL; {counted}; next answer "
+        f"{first_after_s:.1f} s after the kill, all {all_after_s:.1f} s after"
+    )
+    assert len(ids) == REQUESTS
+    assert counted.missing == 0 and counted.duplicates == 0 and counted.received == REQUESTS
