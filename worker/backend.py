@@ -13,7 +13,7 @@ from typing import Protocol
 
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
-from worker.task import Outcome, Task
+from worker.task import Delta, Outcome, Task
 
 
 class Backend(Protocol):
@@ -32,8 +32,16 @@ class Backend(Protocol):
         """
         ...
 
-    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
-        """Run a batch; yield each task's outcome as soon as it is known."""
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome | Delta]]:
+        """Run a batch; yield each task's outcome as soon as it is known.
+
+        A streaming task (``message.stream``) may first get ``Delta`` events with its text as
+        it is generated; its outcome still comes last, with the whole text.
+        """
+        ...
+
+    def cancel(self, request_id: str) -> None:
+        """Nobody waits for this request any more: stop its tasks if they are still running."""
         ...
 
     async def aclose(self) -> None:

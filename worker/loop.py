@@ -36,7 +36,8 @@ from worker.backend import Backend
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
 from worker.publish import publish
-from worker.task import Completion, DeadLetter, Failure, Outcome, Task
+from worker.streaming import Streamer, watch_cancellations
+from worker.task import Completion, DeadLetter, Delta, Failure, Outcome, Task
 
 log = logging.getLogger(__name__)
 _FLUSH_RETRY_S = 1.0
@@ -68,6 +69,7 @@ class ModelWorker:
         self._decided = asyncio.Event()
         self._settled = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
+        self._streamer = Streamer(settings, f"kc-worker-stream-{worker_id}")
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
@@ -88,7 +90,9 @@ class ModelWorker:
             **opts,
         )
         await producer.start()
+        await self._streamer.start()
         flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
+        cancels = asyncio.create_task(watch_cancellations(self._settings, self._backend.cancel))
         lag: asyncio.Task[None] | None = None
         try:
             consumer.subscribe(
@@ -104,12 +108,14 @@ class ModelWorker:
         finally:
             if lag is not None:
                 lag.cancel()
+            cancels.cancel()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await self._flush(producer)
             await consumer.stop()
             await producer.stop()
+            await self._streamer.stop()
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]
@@ -186,9 +192,13 @@ class ModelWorker:
     async def _run(self, tasks: Sequence[Task]) -> None:
         pending = {id(t): t for t in tasks}
         try:
-            async for task, outcome in self._backend.run(tasks):
+            async for task, event in self._backend.run(tasks):
+                if isinstance(event, Delta):
+                    await self._streamer.send(task, event.text)
+                    continue
                 pending.pop(id(task), None)
-                self._finish(task, outcome)
+                self._streamer.forget(task)
+                self._finish(task, event)
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)
             for task in pending.values():

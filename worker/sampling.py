@@ -1,52 +1,106 @@
-"""Per-row sampling for a batch: penalties, temperature, top_p, and when each row is done.
+"""Per-row sampling for a running batch: penalties, temperature, top_p, and when a row is done.
 
-``generate`` applies one temperature and one top_p to the whole batch; a batch of tasks needs
-them per row. ``RowSampler`` is a logits processor that does, in order, what OpenAI documents:
+A batch of tasks needs its sampling parameters per row, and rows join and leave the batch as
+they start and finish (``worker.decode``), so ``RowSampler`` holds them as column tensors that
+follow the batch (``select``, ``join``). It does, in order, what OpenAI documents:
 
     logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty
 
 (``count`` = times token j was generated so far in this row, the prompt excluded), then divides
 by the row's temperature and keeps the row's top_p nucleus. A row with temperature 0 keeps only
-its arg-max, so it decodes greedily even though the batch samples.
+its arg-max, so it decodes greedily beside rows that sample.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from schemas.wire import Sampling
 
+FinishReason = Literal["eos", "length", "stop", "deadline"]
 
+
+@dataclass(frozen=True, slots=True)
 class RowSampler:
-    """Logits processor applying each row's penalties, temperature and top_p."""
+    """Each row's penalties, temperature and top_p, as ``[rows, 1]`` float32 columns."""
 
-    def __init__(self, rows: Sequence[Sampling], prompt_len: int, device: torch.device) -> None:
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+    presence: torch.Tensor
+    frequency: torch.Tensor
+
+    @classmethod
+    def of(cls, rows: Sequence[Sampling], device: torch.device) -> RowSampler:
+        """The sampler of ``rows``, in order."""
+
         def column(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+            return torch.tensor(values, dtype=torch.float32, device=device).reshape(-1, 1)
 
-        self._prompt_len = prompt_len
-        self._temperature = column([r.temperature for r in rows])
-        self._greedy = self._temperature.squeeze(1) == 0
-        self._top_p = column([r.top_p for r in rows])
-        self._presence = column([r.presence_penalty for r in rows])
-        self._frequency = column([r.frequency_penalty for r in rows])
-        self._penalised = any(r.presence_penalty or r.frequency_penalty for r in rows)
+        return cls(
+            temperature=column([r.temperature for r in rows]),
+            top_p=column([r.top_p for r in rows]),
+            presence=column([r.presence_penalty for r in rows]),
+            frequency=column([r.frequency_penalty for r in rows]),
+        )
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """Return the row-wise adjusted scores for the next token."""
+    @property
+    def penalised(self) -> bool:
+        """Whether any row has a presence or frequency penalty (counts are needed then)."""
+        return bool(self.presence.any() or self.frequency.any())
+
+    def select(self, index: torch.Tensor) -> RowSampler:
+        """The rows at ``index`` (the rows still running), in that order."""
+        return RowSampler(*(c[index] for c in self._columns()))
+
+    def join(self, other: RowSampler) -> RowSampler:
+        """These rows followed by ``other``'s (rows joining the batch)."""
+        pairs = zip(self._columns(), other._columns(), strict=True)
+        return RowSampler(*(torch.cat([a, b]) for a, b in pairs))
+
+    def _columns(self) -> tuple[torch.Tensor, ...]:
+        return (self.temperature, self.top_p, self.presence, self.frequency)
+
+    def __call__(self, scores: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
+        """The row-wise adjusted float32 logits; ``counts`` of generated tokens, or None."""
         logits = scores.float()
-        if self._penalised:
-            logits = apply_penalties(
-                logits, input_ids[:, self._prompt_len :], self._presence, self._frequency
-            )
-        logits = logits / torch.where(self._greedy.unsqueeze(1), 1.0, self._temperature)
-        logits = keep_top_p(logits, self._top_p)
-        if bool(self._greedy.any()):
-            logits = _only_argmax(logits, self._greedy)
-        return logits  # type: ignore[return-value]
+        if counts is not None:
+            logits = penalise(logits, counts, self.presence, self.frequency)
+        greedy = self.temperature == 0
+        logits = logits / torch.where(greedy, 1.0, self.temperature)
+        logits = keep_top_p(logits, self.top_p)
+        if bool(greedy.any()):
+            logits = _only_argmax(logits, greedy.squeeze(1))
+        return logits
+
+    def sample(self, scores: torch.Tensor, counts: torch.Tensor | None) -> torch.Tensor:
+        """One next token per row (``[rows]`` int64): drawn, or the arg-max of greedy rows."""
+        logits = self(scores, counts)
+        if bool((self.temperature == 0).all()):
+            return logits.argmax(dim=-1)  # no draw needed: every row keeps only its arg-max
+        # Inverse-CDF sampling: one uniform draw per row. torch.multinomial and the exponential
+        # race draw one random number per vocabulary entry: ~25 ms a step for 32 rows of a 49k
+        # vocabulary on two cores, a third of the decode step; this takes ~2 ms.
+        cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+        draw = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+        drawn = torch.searchsorted(cdf, draw, right=True).squeeze(1)
+        return drawn.clamp(max=cdf.shape[1] - 1)  # float rounding at the very top of the CDF
+
+
+def token_counts(generated: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``[rows, vocab]`` float32 counts of each token in each row of ``generated``."""
+    counts = torch.zeros(generated.shape[0], vocab_size, device=generated.device)
+    return counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=counts.dtype))
+
+
+def penalise(
+    logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor
+) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties, given each row's generated-token counts."""
+    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
 
 
 def apply_penalties(
@@ -55,21 +109,23 @@ def apply_penalties(
     """OpenAI's presence and frequency penalties over the tokens generated so far."""
     if generated.shape[1] == 0:
         return logits
-    counts = torch.zeros_like(logits).scatter_add_(
-        1, generated, torch.ones_like(generated, dtype=logits.dtype)
-    )
-    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+    return penalise(logits, token_counts(generated, logits.shape[1]), presence, frequency)
 
 
 def keep_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Mask every token outside the smallest set whose probability reaches the row's top_p."""
-    ordered, index = logits.sort(dim=-1, descending=True)
+    rows = (top_p < 1.0).squeeze(1)  # top_p 1 keeps all, whatever the float error
+    if not bool(rows.any()):
+        return logits  # sorting the vocabulary is the dearest step; skip it when no row needs it
+    ordered, index = logits[rows].sort(dim=-1, descending=True)
     probs = ordered.softmax(dim=-1)
     before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each token
-    drop = (before >= top_p) & (top_p < 1.0)  # top_p 1 keeps all, whatever the float error
+    drop = before >= top_p[rows]
     drop[:, 0] = False  # the most likely token always stays (top_p = 0 means greedy)
     ordered = ordered.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(1, index, ordered)
+    out = logits.clone()
+    out[rows] = torch.full_like(ordered, float("-inf")).scatter(1, index, ordered)
+    return out
 
 
 def _only_argmax(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -78,38 +134,24 @@ def _only_argmax(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.unsqueeze(1), greedy, logits)
 
 
-class RowStopper:
-    """Stopping criterion: a row is done at its max_tokens, a stop string, or its deadline.
+def finish_reason(
+    generated: list[int],
+    sampling: Sampling,
+    eos: Collection[int],
+    decode: Callable[[list[int]], str],
+    past_deadline: bool,
+) -> FinishReason | None:
+    """Why a row is done after its latest token (None: it goes on).
 
-    Stopping a row at its deadline (epoch seconds; None for none) keeps a worker from spending
-    compute on an answer nobody waits for any more.
+    Stopping a row at its deadline keeps a worker from spending compute on an answer nobody
+    waits for any more. ``generated`` holds the row's tokens only, never its prompt.
     """
-
-    def __init__(
-        self,
-        rows: Sequence[Sampling],
-        prompt_len: int,
-        decode: Callable[[list[int]], str],
-        deadlines: Sequence[float | None] | None = None,
-    ) -> None:
-        self._max = [r.max_tokens for r in rows]
-        self._stops = [r.stop for r in rows]
-        self._prompt_len = prompt_len
-        self._decode = decode
-        self._deadlines = list(deadlines or [None] * len(rows))
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: object
-    ) -> torch.BoolTensor:
-        """Per row: has it produced enough tokens, or a stop string?"""
-        generated = input_ids[:, self._prompt_len :]
-        now = time.time()
-        done = [
-            generated.shape[1] >= limit or (deadline is not None and now > deadline)
-            for limit, deadline in zip(self._max, self._deadlines, strict=True)
-        ]
-        for row, stops in enumerate(self._stops):
-            if stops and not done[row]:
-                text = self._decode(generated[row].tolist())
-                done[row] = any(s in text for s in stops)
-        return torch.tensor(done, device=input_ids.device)  # type: ignore[return-value]
+    if generated and generated[-1] in eos:
+        return "eos"
+    if len(generated) >= sampling.max_tokens:
+        return "length"
+    if sampling.stop and any(s and s in decode(generated) for s in sampling.stop):
+        return "stop"
+    if past_deadline:
+        return "deadline"
+    return None

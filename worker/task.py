@@ -47,4 +47,12 @@ class DeadLetter:
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """More text of a streaming task, yielded before its final outcome (never committed)."""
+
+    text: str
+
+
 Outcome = Completion | Failure
+Event = Outcome | Delta

@@ -41,7 +41,7 @@ from tests.integration.harness import (
 from worker.backend import Backend, create_backend
 from worker.backends.echo import echo_text
 from worker.service import serve_models
-from worker.task import Outcome, Task
+from worker.task import Delta, Outcome, Task
 
 pytestmark = [pytest.mark.kafka]
 
@@ -182,9 +182,12 @@ class _Spy:
     def throttled_until(self) -> float:
         return self._backend.throttled_until()
 
-    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome | Delta]]:
         self._seen.extend(t.message.request_id for t in tasks)
         return self._backend.run(tasks)
+
+    def cancel(self, request_id: str) -> None:
+        self._backend.cancel(request_id)
 
     async def aclose(self) -> None:
         await self._backend.aclose()

@@ -111,3 +111,27 @@ async def test_sdk_errors_are_the_usual_classes(
     # The spec's own route still fans out beside the OpenAI ones.
     fan_out = await http.post("/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=4))
     assert [c["model"] for c in fan_out.json()["choices"]] == ["echo", LOCAL]
+
+
+async def test_streaming_relays_the_text_exactly_once(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, _ = sdk
+    stream = await client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "alpha beta gamma"}],
+        max_tokens=9,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    deltas, finishes, usage = [], [], None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            deltas.append(choice.delta.content or "")
+            finishes.append(choice.finish_reason)
+    text = "".join(deltas)
+    assert text == "user: alpha beta gamma assistant: user: alpha beta gamma"
+    assert finishes[-1] == "length" and finishes.count("length") == 1
+    assert usage is not None and usage.completion_tokens == 9

@@ -35,7 +35,7 @@ from tests.integration.harness import (
     worker,
 )
 from worker.backends.openai import OpenAIBackend
-from worker.task import Outcome, Task
+from worker.task import Delta, Outcome, Task
 from worker.weights import checkpoint_dir
 
 pytestmark = [pytest.mark.kafka, pytest.mark.vendor]
@@ -188,9 +188,12 @@ class _Spy:
     def throttled_until(self) -> float:
         return self.inner.throttled_until()
 
-    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome | Delta]]:
         self.handed |= {t.message.request_id: time.time() for t in tasks}
         return self.inner.run(tasks)
+
+    def cancel(self, request_id: str) -> None:
+        self.inner.cancel(request_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from schemas.registry import ModelSpec
 from worker.prompting import plain_prompt
 from worker.stops import cut_at_stop
-from worker.task import Completion, Outcome, Task
+from worker.task import Completion, Delta, Outcome, Task
 
 
 def echo_text(prompt: str, max_tokens: int) -> str:
@@ -33,19 +33,22 @@ class EchoBackend:
         """Echo keeps as many tasks in flight as the registry allows."""
         return self._capacity
 
-    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
-        """Answer every task at once."""
+    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome | Delta]]:
+        """Answer every task at once; a streaming task gets its words as deltas first."""
         for task in tasks:
-            yield task, self._complete(task)
+            outcome = self._complete(task)
+            if task.message.stream:
+                words = outcome.text.split(" ")
+                for i, word in enumerate(words):
+                    yield task, Delta(word if i == 0 else " " + word)
+            yield task, outcome
 
     @staticmethod
     def _complete(task: Task) -> Completion:
         started = time.perf_counter()
         msg = task.message
         prompt = plain_prompt(msg)
-        text, stopped = cut_at_stop(
-            echo_text(prompt, msg.sampling.max_tokens), msg.sampling.stop
-        )
+        text, stopped = cut_at_stop(echo_text(prompt, msg.sampling.max_tokens), msg.sampling.stop)
         return Completion(
             text=text,
             finish_reason="stop" if stopped else "length",
@@ -55,8 +58,11 @@ class EchoBackend:
         )
 
     def throttled_until(self) -> float:
-        """A local model is never throttled."""
+        """Echo is never throttled."""
         return 0.0
+
+    def cancel(self, request_id: str) -> None:
+        """Echo answers at once; there is nothing to stop."""
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -87,6 +87,9 @@ class OpenAIBackend:
         """Call OpenAI for every task; yield each outcome as it comes."""
         return self._gate.run(tasks, self._attempt)
 
+    def cancel(self, request_id: str) -> None:
+        """Vendor calls are short and already paid for once sent; a cancelled task finishes."""
+
     async def aclose(self) -> None:
         """Close the SDK's connections."""
         await self._client.close()

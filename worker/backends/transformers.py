@@ -1,19 +1,24 @@
-"""The local backend: Hugging Face Transformers models, batched, on CUDA when present.
+"""The local backend: Hugging Face Transformers models, continuously batched, CUDA when present.
 
-Tasks wait in a queue; one driver takes whatever is waiting (up to ``KC_WORKER_MAX_BATCH``)
-and runs one ``generate`` call for the lot in a single inference thread, so the event loop
-(and with it the Kafka consumer's heartbeats and polls) never waits for the model. Per-row
-temperature, top_p, penalties, stop strings and max_tokens come from ``worker.sampling``.
-On CUDA the model runs in bf16 with SDPA attention; on CPU in bf16 too (two-core measurements
-in DESIGN.md), with every core given to torch.
+Tasks go to an inbox; one inference thread runs a ``worker.decode.DecodeBatch`` and, between
+decode steps, admits waiting tasks while the row cap (``KC_WORKER_MAX_BATCH``) and the token
+budget (``TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
+outcome is handed to the event loop the step its row finishes. The event loop (and with it the
+Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
+bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (two-core
+measurements in DESIGN.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,35 +27,60 @@ import torch
 
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
-from worker.sampling import RowSampler, RowStopper
+from schemas.wire import TaskMessage
+from worker.decode import DecodeBatch, Finished, Row
+from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Failure, Outcome, Task
 from worker.weights import checkpoint_dir
 
 log = logging.getLogger(__name__)
 
+# KV-cache slots (rows x longest row life, prompt + max_tokens) one running batch may plan
+# for; SmolLM2-135M keeps ~23 KB per slot in bf16, so 65,536 slots are ~1.5 GB. A constant
+# until it earns a setting.
+TOKEN_BUDGET = 65_536
+# Prefilling rows one at a time costs a forward pass each; while the batch is busy, waiting
+# rows are admitted together once this many decode steps passed since the first of them came.
+ADMIT_EVERY_STEPS = 4
+
+_CANCELLED_KEPT = 4096
+_Result = tuple[Task, Outcome]
+
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     task: Task
-    future: asyncio.Future[tuple[Task, Outcome]]
+    future: asyncio.Future[_Result]
+    loop: asyncio.AbstractEventLoop
 
 
 class TransformersBackend:
-    """A causal LM served in batches from one inference thread."""
+    """A causal LM decoding a continuous batch in one inference thread."""
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, max_batch: int) -> None:
         self._spec = spec
         self._model = model
         self._tokenizer = tokenizer
         self._max_batch = max_batch
-        self._device = next(model.parameters()).device
         self._context = int(getattr(model.config, "max_position_embeddings", 2048))
         eos = model.generation_config.eos_token_id
-        self._eos = set(eos if isinstance(eos, list) else [eos])
-        self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
+        self._eos = frozenset(eos if isinstance(eos, list) else [eos])
+        pad = tokenizer.pad_token_id
+        self._batch = DecodeBatch(
+            model,
+            eos=self._eos,
+            pad=pad if pad is not None else min(self._eos),
+            decode=self._decode,
+            max_rows=max_batch,
+            token_budget=TOKEN_BUDGET,
+        )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kc-infer-{spec.name}")
-        self._waiting: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._inbox: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        # Request ids nobody waits for any more; bounded, as a cancel may name a finished task.
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._cancel_lock = threading.Lock()
         self._driver: asyncio.Task[None] | None = None
 
     @classmethod
@@ -63,16 +93,16 @@ class TransformersBackend:
 
     @property
     def capacity(self) -> int:
-        """One batch generating and one waiting, so the next batch is ready when a GPU frees."""
+        """A full batch decoding and as many waiting, to join the step a row finishes."""
         return 2 * self._max_batch
 
-    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
-        """Queue the tasks for the driver; yield each outcome when its batch ends."""
+    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[_Result]:
+        """Queue the tasks for the inference thread; yield each outcome as its row finishes."""
         loop = asyncio.get_running_loop()
         futures = []
         for task in tasks:
-            future: asyncio.Future[tuple[Task, Outcome]] = loop.create_future()
-            self._waiting.put_nowait(_Waiting(task, future))
+            future: asyncio.Future[_Result] = loop.create_future()
+            self._inbox.put(_Waiting(task, future, loop))
             futures.append(future)
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name=f"kc-driver-{self._spec.name}")
@@ -81,48 +111,97 @@ class TransformersBackend:
 
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._waiting.empty():
-            batch = [self._waiting.get_nowait()]
-            while len(batch) < self._max_batch and not self._waiting.empty():
-                batch.append(self._waiting.get_nowait())
+        # Checked here, on the loop that fills the inbox: a task queued while the thread was
+        # returning is seen, so none is ever stranded.
+        while not self._inbox.empty() and not self._closing.is_set():
+            await loop.run_in_executor(self._thread, self._serve)
+
+    def _serve(self) -> None:
+        """Decode until no row runs and none waits (blocking; the inference thread)."""
+        waiting: deque[tuple[Row, _Waiting]] = deque()
+        since = 0  # decode steps since the oldest waiting row came
+        while not self._closing.is_set():
+            self._take(waiting)
+            self._drop_cancelled(waiting)
+            if waiting and (not self._batch.rows or since >= ADMIT_EVERY_STEPS):
+                joining = self._admissible(waiting)
+                self._guarded(functools.partial(self._batch.admit, joining), joining)
+                since = 0
+            if not self._batch.rows:
+                if not waiting and self._inbox.empty():
+                    return
+                continue
+            self._guarded(self._batch.step, ())
+            since = since + 1 if waiting else 0
+
+    def _take(self, waiting: deque[tuple[Row, _Waiting]]) -> None:
+        """Move the inbox into ``waiting``, answering at once the tasks not worth running."""
+        while True:
             try:
-                outcomes = await loop.run_in_executor(
-                    self._thread, self.generate, [w.task for w in batch]
-                )
-            except Exception as exc:  # a torch failure fails this batch, never the worker
-                log.exception("generation failed for a batch of %d", len(batch))
-                outcomes = [Failure("backend_error", f"generation failed: {exc}")] * len(batch)
-            for waiting, outcome in zip(batch, outcomes, strict=True):
-                if not waiting.future.done():
-                    waiting.future.set_result((waiting.task, outcome))
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            message = item.task.message
+            prompt = self._tokenizer(self._render(message))["input_ids"]
+            refusal = self._refuse(len(prompt), item.task)
+            if refusal is not None:
+                _resolve(item, refusal)
+                continue
+            row = Row(item, list(prompt), message.sampling, message.deadline)
+            waiting.append((row, item))
 
-    def generate(self, tasks: Sequence[Task]) -> list[Outcome]:
-        """Run one batch to completion (blocking; called in the inference thread)."""
-        prompts = [self._render(t.message.prompt) for t in tasks]
-        encoded = self._tokenizer(prompts, return_tensors="pt", padding=True).to(self._device)
-        lengths = encoded["attention_mask"].sum(dim=1).tolist()
-        outcomes: list[Outcome | None] = [
-            self._refuse(n, t) for n, t in zip(lengths, tasks, strict=True)
-        ]
-        runnable = [i for i, o in enumerate(outcomes) if o is None]
-        if runnable:
-            started = time.perf_counter()
-            rows = self._generate_rows(encoded, [tasks[i] for i in runnable], runnable)
-            elapsed_ms = int((time.perf_counter() - started) * 1000)
-            for i, tokens in zip(runnable, rows, strict=True):
-                outcomes[i] = self._finish(tasks[i], tokens, lengths[i], elapsed_ms)
-        return [o for o in outcomes if o is not None]
+    def cancel(self, request_id: str) -> None:
+        """Stop the request's rows at the next step (thread-safe); they fail as cancelled."""
+        with self._cancel_lock:
+            self._cancelled[request_id] = None
+            while len(self._cancelled) > _CANCELLED_KEPT:
+                self._cancelled.popitem(last=False)
 
-    def _render(self, prompt: str) -> str:
+    def _drop_cancelled(self, waiting: deque[tuple[Row, _Waiting]]) -> None:
+        with self._cancel_lock:
+            if not self._cancelled:
+                return
+            ids = set(self._cancelled)
+
+        def doomed(row: Row) -> bool:
+            return bool(row.handle.task.message.request_id in ids)
+
+        failure = Failure("cancelled", "the caller went away; generation was stopped")
+        for row in [r for r, _ in waiting if doomed(r)] + self._batch.remove(doomed):
+            _resolve(row.handle, failure)
+        kept = [(r, w) for r, w in waiting if not doomed(r)]
+        waiting.clear()
+        waiting.extend(kept)
+
+    def _admissible(self, waiting: deque[tuple[Row, _Waiting]]) -> list[Row]:
+        """The oldest waiting rows that fit the batch now (first come, first served)."""
+        joining: list[Row] = []
+        while waiting and self._batch.fits([*joining, waiting[0][0]]):
+            joining.append(waiting.popleft()[0])
+        return joining
+
+    def _guarded(self, work: Callable[[], list[Finished]], joining: Sequence[Row]) -> None:
+        """Run a prefill or a step; answer the rows it finished, or fail the batch on error."""
+        try:
+            finished = work()
+        except Exception as exc:  # a torch failure fails this batch, never the worker
+            log.exception("generation failed for a batch of %d", len(self._batch.rows))
+            failure = Failure("backend_error", f"generation failed: {exc}")
+            for row in {id(r): r for r in [*self._batch.clear(), *joining]}.values():
+                _resolve(row.handle, failure)
+            return
+        for done in finished:
+            _resolve(done.row.handle, self._outcome(done))
+
+    def _render(self, message: TaskMessage) -> str:
+        """Chat models see the conversation through their template; base models raw text."""
         if self._spec.chat_template and self._tokenizer.chat_template:
             return str(
                 self._tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt}],
-                    add_generation_prompt=True,
-                    tokenize=False,
+                    conversation(message), add_generation_prompt=True, tokenize=False
                 )
             )
-        return prompt
+        return plain_prompt(message)
 
     def _refuse(self, prompt_tokens: int, task: Task) -> Failure | None:
         """A task not worth running: its deadline passed while it waited, or it cannot fit."""
@@ -138,48 +217,20 @@ class TransformersBackend:
             f"{self._spec.name} holds {self._context} tokens in all; shorten one of them",
         )
 
-    def _generate_rows(self, encoded: Any, tasks: list[Task], rows: list[int]) -> list[list[int]]:
-        input_ids = encoded["input_ids"][rows]
-        attention = encoded["attention_mask"][rows]
-        sampling = [t.message.sampling for t in tasks]
-        prompt_len = input_ids.shape[1]
-        with torch.inference_mode():
-            out = self._model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                max_new_tokens=max(s.max_tokens for s in sampling),
-                do_sample=any(s.temperature > 0 for s in sampling),
-                temperature=1.0,
-                top_p=1.0,
-                top_k=None,
-                pad_token_id=self._pad,
-                logits_processor=[RowSampler(sampling, prompt_len, self._device)],
-                stopping_criteria=[
-                    RowStopper(
-                        sampling, prompt_len, self._decode, [t.message.deadline for t in tasks]
-                    )
-                ],
-            )
-        return [row[prompt_len:].tolist() for row in out]
-
     def _decode(self, tokens: list[int]) -> str:
         return str(self._tokenizer.decode(tokens, skip_special_tokens=True))
 
-    def _finish(
-        self, task: Task, tokens: list[int], prompt_tokens: int, elapsed_ms: int
-    ) -> Outcome:
-        sampling = task.message.sampling
-        deadline = task.message.deadline
-        if deadline is not None and time.time() > deadline:
+    def _outcome(self, done: Finished) -> Outcome:
+        row = done.row
+        elapsed_ms = int((time.perf_counter() - row.started) * 1000)
+        if done.reason == "deadline":
             return Failure("deadline_exceeded", f"stopped at the deadline after {elapsed_ms} ms")
-        end = next((i for i, t in enumerate(tokens) if t in self._eos), len(tokens))
-        kept = tokens[: min(end, sampling.max_tokens)]
-        text, stopped = cut_at_stop(self._decode(kept), sampling.stop)
-        natural_end = end < sampling.max_tokens
+        kept = row.tokens[:-1] if done.reason == "eos" else row.tokens
+        text, stopped = cut_at_stop(self._decode(kept), row.sampling.stop)
         return Completion(
             text=text,
-            finish_reason="stop" if stopped or natural_end else "length",
-            prompt_tokens=prompt_tokens,
+            finish_reason="length" if done.reason == "length" and not stopped else "stop",
+            prompt_tokens=len(row.prompt),
             completion_tokens=len(kept),
             prediction_time_ms=elapsed_ms,
         )
@@ -189,10 +240,22 @@ class TransformersBackend:
         return 0.0
 
     async def aclose(self) -> None:
-        """Stop the driver and the inference thread."""
+        """Stop the inference thread after its current step; unanswered tasks are cancelled."""
+        self._closing.set()
         if self._driver is not None:
             self._driver.cancel()
         self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _resolve(waiting: _Waiting, outcome: Outcome) -> None:
+    """Hand a task's outcome to its event loop (called from the inference thread)."""
+    result = (waiting.task, outcome)
+    waiting.loop.call_soon_threadsafe(_set, waiting.future, result)
+
+
+def _set(future: asyncio.Future[_Result], result: _Result) -> None:
+    if not future.done():  # the caller may have gone (cancelled run)
+        future.set_result(result)
 
 
 def _pick_device(setting: str) -> torch.device:
@@ -201,13 +264,23 @@ def _pick_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _attention(device: torch.device) -> str:
+    """The fastest attention the device supports: flash attention on CUDA if installed."""
+    if device.type == "cuda":
+        from transformers.utils.import_utils import is_flash_attn_2_available
+
+        if is_flash_attn_2_available():
+            return "flash_attention_2"
+    return "sdpa"
+
+
 def _load(spec: ModelSpec, settings: Settings, device: torch.device) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = checkpoint_dir(spec, settings.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model: Any = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16, attn_implementation="sdpa"
+        path, dtype=torch.bfloat16, attn_implementation=_attention(device)
     )
     model = model.to(device)
     model.eval()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
 
 from tests.unit.factories import sampling
-from worker.sampling import RowSampler, RowStopper, apply_penalties, keep_top_p
+from worker.sampling import (
+    FinishReason,
+    RowSampler,
+    apply_penalties,
+    finish_reason,
+    keep_top_p,
+    token_counts,
+)
 
 _CPU = torch.device("cpu")
 _NEG_INF = float("-inf")
@@ -74,15 +80,18 @@ def test_nothing_generated_means_no_penalty() -> None:
     assert out.tolist() == [[1.0, 2.0]]
 
 
-def test_row_sampler_excludes_the_prompt_from_the_counts() -> None:
-    prompt = [3, 3, 3, 1]
-    generated = [1, 2, 1]
+def test_row_sampler_penalises_the_counted_tokens() -> None:
+    generated = [1, 2, 1]  # the decode loop counts generated tokens only, never the prompt
     rows = [sampling(temperature=1.0, top_p=1.0, presence_penalty=0.5, frequency_penalty=1.0)]
-    sampler = RowSampler(rows, prompt_len=len(prompt), device=_CPU)
-    scores = torch.zeros(1, 5)
-    out = sampler(_ids([prompt + generated]), scores)  # type: ignore[arg-type]
-    # token 1: 2 times, token 2: once, token 3 (prompt only): untouched.
+    sampler = RowSampler.of(rows, _CPU)
+    out = sampler(torch.zeros(1, 5), token_counts(_ids([generated]), 5))
+    # token 1: 2 times, token 2: once, tokens 0, 3, 4: untouched.
     _assert_close(out, [[0.0, -2.5, -1.5, 0.0, 0.0]])
+
+
+def test_token_counts_count_per_row() -> None:
+    counts = token_counts(_ids([[0, 2, 2], [1, 1, 1]]), 4)
+    assert counts.tolist() == [[1.0, 0.0, 2.0, 0.0], [0.0, 3.0, 0.0, 0.0]]
 
 
 # --- keep_top_p --------------------------------------------------------------------------
@@ -144,9 +153,9 @@ def test_keep_top_p_is_per_row() -> None:
 
 def test_greedy_row_beside_a_sampling_row() -> None:
     rows = [sampling(temperature=0.0, top_p=1.0), sampling(temperature=1.0, top_p=1.0)]
-    sampler = RowSampler(rows, prompt_len=2, device=_CPU)
+    sampler = RowSampler.of(rows, _CPU)
     scores = torch.tensor([[0.5, 2.0, 1.9, -3.0], [0.5, 2.0, 1.9, -3.0]])
-    out = sampler(_ids([[7, 8], [7, 8]]), scores)  # type: ignore[arg-type]
+    out = sampler(scores, None)
 
     assert _kept(out[0]) == {1}
     assert out[0, 1].item() != _NEG_INF
@@ -160,9 +169,9 @@ def test_greedy_row_beside_a_sampling_row() -> None:
 
 def test_greedy_row_picks_the_argmax_after_penalties() -> None:
     rows = [sampling(temperature=0.0, top_p=1.0, presence_penalty=2.0)]
-    sampler = RowSampler(rows, prompt_len=1, device=_CPU)
+    sampler = RowSampler.of(rows, _CPU)
     scores = torch.tensor([[0.0, 3.0, 2.0]])
-    out = sampler(_ids([[0, 1]]), scores)  # type: ignore[arg-type]  # token 1 was generated
+    out = sampler(scores, token_counts(_ids([[1]]), 3))  # token 1 was generated
     assert _kept(out[0]) == {2}
 
 
@@ -172,9 +181,9 @@ def test_temperature_scales_each_row() -> None:
         sampling(temperature=1.0, top_p=1.0),
         sampling(temperature=0.25, top_p=1.0),
     ]
-    sampler = RowSampler(rows, prompt_len=1, device=_CPU)
+    sampler = RowSampler.of(rows, _CPU)
     scores = torch.tensor([[1.0, -2.0, 0.5]] * 3)
-    out = sampler(_ids([[0]] * 3), scores)  # type: ignore[arg-type]
+    out = sampler(scores, None)
     assert out[0].tolist() == pytest.approx([2.0, -4.0, 1.0])
     assert out[1].tolist() == pytest.approx([1.0, -2.0, 0.5])
     assert out[2].tolist() == pytest.approx([4.0, -8.0, 2.0])
@@ -185,79 +194,96 @@ def test_temperature_applies_before_top_p() -> None:
     # At temperature 0.5: logits doubled, probs 4/6, 1/6, 1/6: top_p 0.6 keeps only the top.
     logits = torch.tensor([[math.log(2.0), 0.0, 0.0]] * 2)
     rows = [sampling(temperature=1.0, top_p=0.6), sampling(temperature=0.5, top_p=0.6)]
-    out = RowSampler(rows, prompt_len=0, device=_CPU)(_ids([[1], [1]]), logits)  # type: ignore[arg-type]
+    out = RowSampler.of(rows, _CPU)(logits, None)
     assert len(_kept(out[0])) == 2
     assert _kept(out[1]) == {0}
 
 
 def test_row_sampler_without_penalties_leaves_generated_tokens_alone() -> None:
     rows = [sampling(temperature=1.0, top_p=1.0)]
-    sampler = RowSampler(rows, prompt_len=0, device=_CPU)
+    sampler = RowSampler.of(rows, _CPU)
     scores = torch.tensor([[1.0, 2.0, 3.0]])
-    out = sampler(_ids([[2, 2, 2]]), scores)  # type: ignore[arg-type]
+    out = sampler(scores, token_counts(_ids([[2, 2, 2]]), 3))
     _assert_close(out, [[1.0, 2.0, 3.0]])
 
 
-# --- RowStopper --------------------------------------------------------------------------
+def test_sample_gives_the_argmax_of_greedy_rows_and_draws_from_the_nucleus() -> None:
+    rows = [sampling(temperature=0.0, top_p=1.0), sampling(temperature=1.0, top_p=0.75)]
+    sampler = RowSampler.of(rows, _CPU)
+    scores = torch.cat([torch.tensor([[0.0, 1.0, 0.5, 0.9]]), _DYADIC])
+    torch.manual_seed(0)
+    drawn = [sampler.sample(scores, None).tolist() for _ in range(400)]
+    assert {d[0] for d in drawn} == {1}
+    seen = [d[1] for d in drawn]
+    assert set(seen) == {1, 3}  # the nucleus of 0.75: probabilities 0.5 and 0.25
+    assert 0.58 < seen.count(1) / len(seen) < 0.76  # renormalised: 2/3 of the draws
+
+
+def test_select_and_join_follow_the_rows() -> None:
+    a = RowSampler.of([sampling(temperature=0.1), sampling(temperature=0.2)], _CPU)
+    b = RowSampler.of([sampling(temperature=0.3, presence_penalty=1.0)], _CPU)
+    joined = a.join(b)
+    assert joined.temperature.squeeze(1).tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert joined.penalised and not a.penalised
+    kept = joined.select(torch.tensor([2, 0]))
+    assert kept.temperature.squeeze(1).tolist() == pytest.approx([0.3, 0.1])
+    assert kept.presence.squeeze(1).tolist() == [1.0, 0.0]
+
+
+# --- finish_reason -------------------------------------------------------------------------
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz."
+_EOS = 99
 
 
 def _decode(ids: list[int]) -> str:
-    return "".join(_ALPHABET[i] for i in ids)
+    return "".join(_ALPHABET[i] for i in ids if i != _EOS)
 
 
 def _encode(text: str) -> list[int]:
     return [_ALPHABET.index(c) for c in text]
 
 
-def _stopper(*rows: dict[str, object], prompt_len: int = 2) -> RowStopper:
-    return RowStopper([sampling(**r) for r in rows], prompt_len=prompt_len, decode=_decode)
+def _done(
+    rows: list[dict[str, object]], generated: list[str], past: bool = False
+) -> list[FinishReason | None]:
+    return [
+        finish_reason(_encode(g), sampling(**r), {_EOS}, _decode, past)
+        for r, g in zip(rows, generated, strict=True)
+    ]
 
 
-def _done(stopper: RowStopper, generated: list[str], prompt: str = "zz") -> list[bool]:
-    ids = _ids([_encode(prompt + g) for g in generated])
-    return stopper(ids, torch.zeros(len(generated), 3)).tolist()  # type: ignore[arg-type]
+def test_finish_counts_generated_tokens_per_row() -> None:
+    rows: list[dict[str, object]] = [{"max_tokens": 2}, {"max_tokens": 3}, {"max_tokens": 4}]
+    assert _done(rows, ["ab", "ab", "ab"]) == ["length", None, None]
+    assert _done(rows, ["abc", "abc", "abc"]) == ["length", "length", None]
+    assert _done(rows, ["abcd", "abcd", "abcd"]) == ["length", "length", "length"]
 
 
-def test_stopper_counts_generated_tokens_per_row() -> None:
-    stopper = _stopper({"max_tokens": 2}, {"max_tokens": 3}, {"max_tokens": 4})
-    assert _done(stopper, ["ab", "ab", "ab"]) == [True, False, False]
-    assert _done(stopper, ["abc", "abc", "abc"]) == [True, True, False]
-    assert _done(stopper, ["abcd", "abcd", "abcd"]) == [True, True, True]
-
-
-def test_stopper_ignores_the_prompt_length() -> None:
-    stopper = _stopper({"max_tokens": 3}, prompt_len=5)
-    assert _done(stopper, ["ab"], prompt="zzzzz") == [False]
-    assert _done(stopper, ["abc"], prompt="zzzzz") == [True]
-
-
-def test_stopper_stops_a_row_at_its_own_stop_string() -> None:
-    stopper = _stopper(
+def test_finish_at_a_rows_own_stop_string() -> None:
+    rows: list[dict[str, object]] = [
         {"max_tokens": 50, "stop": (".",)},
         {"max_tokens": 50, "stop": ("cd",)},
         {"max_tokens": 50},
-    )
-    assert _done(stopper, ["abc", "abc", "abc"]) == [False, False, False]
-    assert _done(stopper, ["ab.", "abx", "ab."]) == [True, False, False]
-    assert _done(stopper, ["abx", "bcd", "bcd"]) == [False, True, False]
-
-
-def test_stop_string_in_the_prompt_does_not_stop() -> None:
-    stopper = _stopper({"max_tokens": 50, "stop": ("z",)})
-    assert _done(stopper, ["ab"], prompt="zz") == [False]
+    ]
+    assert _done(rows, ["abc", "abc", "abc"]) == [None, None, None]
+    assert _done(rows, ["ab.", "abx", "ab."]) == ["stop", None, None]
+    assert _done(rows, ["abx", "bcd", "bcd"]) == [None, "stop", None]
 
 
 def test_any_of_several_stop_strings_stops() -> None:
-    stopper = _stopper({"max_tokens": 50, "stop": ("xy", "q")})
-    assert _done(stopper, ["abq"]) == [True]
-    assert _done(stopper, ["axy"]) == [True]
-    assert _done(stopper, ["ax"]) == [False]
+    rows: list[dict[str, object]] = [{"max_tokens": 50, "stop": ("xy", "q")}]
+    assert _done(rows, ["abq"]) == ["stop"]
+    assert _done(rows, ["axy"]) == ["stop"]
+    assert _done(rows, ["ax"]) == [None]
 
 
-def test_stopper_stops_a_row_past_its_deadline() -> None:
-    rows = [sampling(max_tokens=50), sampling(max_tokens=50), sampling(max_tokens=50)]
-    now = time.time()
-    stopper = RowStopper(rows, prompt_len=2, decode=_decode, deadlines=[now - 1, now + 600, None])
-    assert _done(stopper, ["ab", "ab", "ab"]) == [True, False, False]
+def test_finish_at_eos() -> None:
+    assert finish_reason([0, 1, _EOS], sampling(max_tokens=50), {_EOS}, _decode, False) == "eos"
+    assert finish_reason([0, _EOS, 1], sampling(max_tokens=50), {_EOS}, _decode, False) is None
+
+
+def test_finish_past_the_deadline() -> None:
+    rows: list[dict[str, object]] = [{"max_tokens": 50}]
+    assert _done(rows, ["ab"], past=True) == ["deadline"]
+    assert _done(rows, ["ab"], past=False) == [None]

@@ -9,11 +9,14 @@ from schemas.settings import Settings
 from tests.unit.factories import sampling, task, task_message
 from worker.backend import create_backend
 from worker.backends.echo import EchoBackend, echo_text
-from worker.task import Completion, Outcome, Task
+from worker.task import Completion, Delta, Outcome, Task
 
 
 async def _run(backend: EchoBackend, tasks: list[Task]) -> list[tuple[Task, Outcome]]:
-    return [pair async for pair in backend.run(tasks)]
+    """The final outcomes (a non-streaming task gets no deltas)."""
+    pairs = [pair async for pair in backend.run(tasks)]
+    assert not any(isinstance(event, Delta) for _, event in pairs)
+    return [(task, event) for task, event in pairs if not isinstance(event, Delta)]
 
 
 def _backend(max_concurrency: int = 8) -> EchoBackend:

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.run [--quick]`` prints a table and writes JSON."""

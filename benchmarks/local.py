@@ -1,0 +1,152 @@
+"""B1: the local model at concurrency 1, 8 and 32: naive ``generate``, ``transformers serve
+--continuous-batching`` over HTTP, and ours through the front end and Kafka.
+
+Every system gets the same chat prompts, up to 32 new tokens, temperature 0.7, top_p 1. They
+run one after the other (never together: they share the cores), in one process run, so their
+ratios compare like with like on a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.http import Pool
+from benchmarks.load import closed_loop
+from benchmarks.stack import HEADERS, free_port, service, spawn
+from benchmarks.stats import Run
+from schemas.registry import load_registry
+from worker.weights import checkpoint_dir
+
+MODEL = "smollm2-135m-instruct"
+NEW_TOKENS = 32
+TEMPERATURE = 0.7
+_ANIMALS = ("cat", "dog", "heron", "octopus", "fox", "whale", "owl", "ant")
+
+
+def prompt(i: int) -> str:
+    """The i-th benchmark prompt (a handful of distinct ones, like real traffic)."""
+    return f"Write a short story about a {_ANIMALS[i % len(_ANIMALS)]} called number {i}."
+
+
+def model_dir() -> Path:
+    """The converted checkpoint both our worker and ``transformers serve`` load."""
+    return checkpoint_dir(load_registry().get(MODEL), Path.home() / ".cache/kafka-completions")
+
+
+def naive(requests: int) -> Run:
+    """One prompt at a time with ``model.generate``, as a user would write it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_dir()
+    tokenizer: Any = AutoTokenizer.from_pretrained(path)
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    model.eval()
+    run = Run("B1", "naive generate", "c=1 (serial)")
+    began = time.perf_counter()
+    for i in range(requests):
+        started = time.perf_counter()
+        chat = [{"role": "user", "content": prompt(i)}]
+        ids: Any = tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(
+                ids, max_new_tokens=NEW_TOKENS, do_sample=True, temperature=TEMPERATURE, top_p=1.0
+            )
+        run.ok(time.perf_counter() - started, int(out.shape[1] - ids.shape[1]))
+    run.elapsed_s = time.perf_counter() - began
+    return run
+
+
+@contextlib.asynccontextmanager
+async def hf_serve() -> AsyncIterator[int]:
+    """``transformers serve --continuous-batching`` on our checkpoint, on a free port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir())]
+    cmd += ["--continuous-batching", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--dtype", "bfloat16", "--log-level", "warning"]
+    # Its paged KV cache is sized from free memory by default (9 GB RSS seen on CPU); give it
+    # 16,384 token slots, ample for 32 rows of ~70 tokens.
+    cmd += ["--cb-block-size", "32", "--cb-num-blocks", "512"]
+    proc = spawn(cmd)
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise RuntimeError("transformers serve exited during start-up")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.3)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def _closed(system: str, port: int, send_body: Any, requests: int, conc: int) -> Run:
+    pool = Pool("127.0.0.1", port, conc)
+    path, headers, body_of, tokens_of = send_body
+
+    async def send(i: int) -> int | None:
+        status, raw = await pool.post(path, body_of(i), headers)
+        return tokens_of(json.loads(raw)) if status == 200 else None
+
+    try:
+        await send(0)  # warm-up: the first request pays lazy loading and compilation
+        return await closed_loop(Run("B1", system, f"c={conc}"), send, requests, conc)
+    finally:
+        await pool.close()
+
+
+def _hf_request(path: str) -> Any:
+    def body(i: int) -> dict[str, Any]:
+        return {
+            "model": path,
+            "messages": [{"role": "user", "content": prompt(i)}],
+            "max_tokens": NEW_TOKENS,
+            "temperature": TEMPERATURE,
+            "top_p": 1.0,
+        }
+
+    return "/v1/chat/completions", {}, body, lambda r: int(r["usage"]["completion_tokens"])
+
+
+def _our_request() -> Any:
+    def body(i: int) -> dict[str, Any]:
+        return {
+            "model": MODEL,
+            "prompt": prompt(i),
+            "max_tokens": NEW_TOKENS,
+            "temperature": TEMPERATURE,
+            "top_p": 1.0,
+        }
+
+    return "/v1/completion", HEADERS, body, lambda r: int(r["usage"]["completion_tokens"])
+
+
+async def b1(bootstrap: str, requests: int, naive_requests: int, levels: list[int]) -> list[Run]:
+    """Every B1 cell, one system at a time."""
+    runs = [await asyncio.to_thread(naive, naive_requests)]
+    async with hf_serve() as port:
+        request = _hf_request(str(model_dir()))
+        runs += [
+            await _closed("transformers serve --cb", port, request, requests, c) for c in levels
+        ]
+    env = {"KC_WORKER_MAX_BATCH": str(max(levels))}
+    async with service(bootstrap, [MODEL], env) as stack:
+        runs += [
+            await _closed("ours (HTTP+Kafka)", stack.port, _our_request(), requests, c)
+            for c in levels
+        ]
+    return runs

@@ -1,0 +1,194 @@
+"""The continuous-batching decode loop on a tiny random Llama (float32, no download)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tests.unit.factories import sampling
+from worker.decode import DecodeBatch, Row
+
+_VOCAB = 48
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    """A two-layer Llama with random weights: fast, deterministic in float32."""
+    torch.manual_seed(1234)
+    config = LlamaConfig(
+        vocab_size=_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    tiny: Any = LlamaForCausalLM(config)
+    return tiny.eval()
+
+
+def _letters(ids: list[int]) -> str:
+    return "".join(chr(ord("A") + i) for i in ids)
+
+
+def _batch(model: Any, **overrides: Any) -> DecodeBatch:
+    options: dict[str, Any] = {
+        "eos": [],
+        "pad": 0,
+        "decode": _letters,
+        "max_rows": 8,
+        "token_budget": 4096,
+    }
+    return DecodeBatch(model, **(options | overrides))
+
+
+def _greedy(prompt: list[int], max_tokens: int, **extra: Any) -> Row:
+    return Row(prompt, prompt, sampling(max_tokens=max_tokens, temperature=0.0, **extra))
+
+
+def _reference(model: Any, prompt: list[int], n: int) -> list[int]:
+    """What ``generate`` decodes greedily for ``prompt`` alone."""
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=n, do_sample=False, pad_token_id=0
+        )
+    return [int(t) for t in out[0, len(prompt) :]]
+
+
+def _run(batch: DecodeBatch) -> list[Row]:
+    """Step until every row finished; the rows in the order they finished."""
+    order = []
+    while batch.rows:
+        order += [f.row for f in batch.step()]
+    return order
+
+
+_LONG = [5, 6, 7, 8, 9, 10, 11, 12, 13]
+_SHORT = [3, 4]
+_MID = [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33]
+
+
+def test_rows_joining_a_running_batch_decode_what_generate_decodes_alone(model: Any) -> None:
+    batch = _batch(model)
+    long = _greedy(_LONG, 20)
+    batch.admit([long])
+    for _ in range(5):
+        assert batch.step() == []
+    short, mid = _greedy(_SHORT, 6), _greedy(_MID, 10)  # a shorter and a longer prompt
+    batch.admit([short, mid])
+    assert len(batch.rows) == 3
+    finished = _run(batch)
+    assert finished == [short, mid, long]  # each leaves the batch when done
+    for row in finished:
+        assert row.tokens == _reference(model, row.prompt, row.sampling.max_tokens)
+
+
+def test_finished_rows_leave_and_the_cache_shrinks(model: Any) -> None:
+    batch = _batch(model)
+    batch.admit([_greedy(_MID, 3), _greedy(_SHORT, 12)])
+    assert batch.cache_tokens == 2 * len(_MID)
+    done = batch.step() + batch.step()
+    assert [len(f.row.tokens) for f in done] == [3]
+    assert [f.reason for f in done] == ["length"]
+    # The short row alone is left; padding columns nobody uses are trimmed away.
+    assert batch.cache_tokens == len(_SHORT) + 2
+
+
+def test_max_tokens_count_generated_tokens_not_the_prompt(model: Any) -> None:
+    batch = _batch(model)
+    rows = [_greedy(_MID, 1), _greedy(_SHORT, 4)]
+    finished = batch.admit(rows)
+    assert [f.row for f in finished] == [rows[0]]  # one token: done at the prefill
+    _run(batch)
+    assert [len(r.tokens) for r in rows] == [1, 4]
+
+
+def test_eos_ends_a_row(model: Any) -> None:
+    expected = _reference(model, _LONG, 8)
+    eos = expected[3]
+    batch = _batch(model, eos=[eos])
+    row = _greedy(_LONG, 8)
+    batch.admit([row])
+    _run(batch)
+    assert row.tokens == expected[: expected.index(eos) + 1]
+
+
+def test_a_stop_string_in_the_prompt_does_not_stop_but_a_generated_one_does(model: Any) -> None:
+    expected = _reference(model, _LONG, 10)
+    in_prompt = next(t for t in _LONG if t not in expected)
+    batch = _batch(model)
+    free = _greedy(_LONG, 10, stop=(_letters([in_prompt]),))
+    stopped = _greedy(_LONG, 10, stop=(_letters(expected[4:6]),))
+    batch.admit([free, stopped])
+    finished = {id(f.row): f.reason for f in _run_finished(batch)}
+    assert free.tokens == expected and finished[id(free)] == "length"
+    assert stopped.tokens == expected[:6] and finished[id(stopped)] == "stop"
+
+
+def _run_finished(batch: DecodeBatch) -> list[Any]:
+    out = []
+    while batch.rows:
+        out += batch.step()
+    return out
+
+
+def test_a_row_past_its_deadline_is_stopped(model: Any) -> None:
+    batch = _batch(model)
+    late = Row("late", _LONG, sampling(max_tokens=50), deadline=time.time() + 0.2)
+    other = _greedy(_SHORT, 50)
+    batch.admit([late, other])
+    time.sleep(0.25)
+    finished = batch.step()
+    assert [(f.row, f.reason) for f in finished] == [(late, "deadline")]
+    assert batch.rows == [other]
+
+
+def test_a_presence_penalty_forbids_repeats_in_a_row_joining_later(model: Any) -> None:
+    # Logits of a random tiny model are ~0.1 apart: a presence penalty of 2 forbids repeats.
+    batch = _batch(model)
+    row = Row("p", _LONG, sampling(max_tokens=12, temperature=0.0, presence_penalty=2.0))
+    plain = _greedy(_LONG, 12)
+    batch.admit([plain])
+    batch.step()
+    batch.admit([row])  # joins a batch that had no penalty: counts start here
+    _run(batch)
+    assert len(set(row.tokens)) == len(row.tokens)
+    assert len(set(plain.tokens)) < len(plain.tokens), "pick a prompt whose greedy run repeats"
+
+
+def test_the_token_budget_and_row_cap_bound_admission(model: Any) -> None:
+    batch = _batch(model, token_budget=100, max_rows=3)
+    first = _greedy(_MID, 30)  # life 44
+    assert batch.fits([first, _greedy(_SHORT, 40)])  # 2 x 44 <= 100
+    assert not batch.fits([first, _greedy(_SHORT, 40), _greedy(_SHORT, 2)])  # 3 x 44
+    assert not batch.fits([_greedy(_SHORT, 2)] * 4)  # row cap
+    batch.admit([first])
+    assert not batch.fits([_greedy(_SHORT, 60)])  # 2 x 62
+    lone = _batch(model, token_budget=10)
+    assert lone.fits([_greedy(_MID, 30)])  # an empty batch takes any row
+
+
+def test_sampling_rows_beside_greedy_rows(model: Any) -> None:
+    batch = _batch(model)
+    greedy = _greedy(_LONG, 10)
+    hot = [Row(i, _SHORT, sampling(max_tokens=10, temperature=1.0)) for i in range(3)]
+    batch.admit([greedy, *hot])
+    _run(batch)
+    assert greedy.tokens == _reference(model, _LONG, 10)
+    assert all(len(r.tokens) == 10 and all(0 <= t < _VOCAB for t in r.tokens) for r in hot)
+
+
+def test_removed_rows_leave_and_the_others_decode_on_unchanged(model: Any) -> None:
+    batch = _batch(model)
+    kept, doomed = _greedy(_LONG, 10), _greedy(_MID, 10)
+    batch.admit([kept, doomed])
+    batch.step()
+    assert batch.remove(lambda r: r is doomed) == [doomed]
+    assert batch.rows == [kept]
+    _run(batch)
+    assert kept.tokens == _reference(model, _LONG, 10)

@@ -1,0 +1,239 @@
+"""A running batch over a KV cache: rows join and leave while it decodes (continuous batching).
+
+Layout: every row's tokens end at the cache's last column; a row's padding is on its left and
+masked out, and each row's positions count its own tokens only, so a row decodes the same
+tokens whatever it shares the batch with (up to float rounding). New rows are prefilled
+together (left-padded) and merged in, padding whichever side is shorter; finished rows are
+dropped at once and leading columns no live row uses are trimmed, so the cache holds
+``rows x longest live row`` tokens. ``fits`` keeps that under a token budget for the rows'
+whole lives (prompt + max_tokens each). transformers' own continuous batching (5.x) carries
+per-request temperature and top_p but not presence/frequency penalties, stop strings or
+deadlines, hence this loop. Everything here blocks: it runs in the backend's inference thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from schemas.wire import Sampling
+from worker.sampling import FinishReason, RowSampler, finish_reason
+
+
+@dataclass(slots=True, eq=False)
+class Row:
+    """One sequence: the caller's handle, its prompt, its parameters and what it generated."""
+
+    handle: Any
+    prompt: list[int]
+    sampling: Sampling
+    deadline: float | None = None
+    tokens: list[int] = field(default_factory=list)
+    started: float = 0.0
+
+    @property
+    def life(self) -> int:
+        """The most cache columns this row can ever need."""
+        return len(self.prompt) + self.sampling.max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A row that left the batch, and why."""
+
+    row: Row
+    reason: FinishReason
+
+
+class DecodeBatch:
+    """The rows decoding together, their KV cache, mask, positions and sampling columns."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        eos: Collection[int],
+        pad: int,
+        decode: Callable[[list[int]], str],
+        max_rows: int,
+        token_budget: int,
+    ) -> None:
+        self._model = model
+        self._eos = frozenset(eos)
+        self._pad = pad
+        self._decode = decode
+        self._max_rows = max_rows
+        self._budget = token_budget
+        self._device = next(model.parameters()).device
+        self._vocab = int(model.config.vocab_size)
+        self.rows: list[Row] = []
+        self._cache: Any = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self._device)
+        self._next = torch.zeros(0, dtype=torch.long, device=self._device)
+        self._sampler = RowSampler.of([], self._device)
+        self._counts: torch.Tensor | None = None
+
+    @property
+    def cache_tokens(self) -> int:
+        """Token slots the KV cache holds now (rows x columns)."""
+        return int(self._mask.numel())
+
+    def fits(self, joining: Sequence[Row]) -> bool:
+        """Whether these rows can join without passing the row cap or the token budget."""
+        rows = [*self.rows, *joining]
+        if len(rows) > self._max_rows:
+            return False
+        # A lone row is taken whatever its size (the context check bounds it), or a request
+        # bigger than the budget would wait for ever.
+        return len(rows) == 1 or len(rows) * max(r.life for r in rows) <= self._budget
+
+    def admit(self, joining: Sequence[Row]) -> list[Finished]:
+        """Prefill the joining rows, merge them in, and sample their first tokens."""
+        if not joining:
+            return []
+        now = time.time()
+        for row in joining:
+            row.started = time.perf_counter()
+        cache, mask, logits = self._prefill(joining)
+        sampler = RowSampler.of([r.sampling for r in joining], self._device)
+        first = sampler.sample(logits, None)
+        for row, token in zip(joining, first.tolist(), strict=True):
+            row.tokens.append(token)
+        self._merge(cache, mask, first, sampler, joining)
+        return self._retire(now)
+
+    def step(self) -> list[Finished]:
+        """Decode one token for every row; drop and return the rows that finished."""
+        if not self.rows:
+            return []
+        now = time.time()
+        positions = self._mask.sum(dim=1, keepdim=True)
+        self._mask = F.pad(self._mask, (0, 1), value=1)
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=self._next.unsqueeze(1),
+                attention_mask=self._mask,
+                position_ids=positions,
+                cache=self._cache,
+                use_cache=True,
+            )
+        self._next = self._sampler.sample(out.logits[:, -1, :], self._counts)
+        for row, token in zip(self.rows, self._next.tolist(), strict=True):
+            row.tokens.append(token)
+        if self._counts is not None:
+            self._counts[torch.arange(len(self.rows), device=self._device), self._next] += 1
+        return self._retire(now)
+
+    def remove(self, doomed: Callable[[Row], bool]) -> list[Row]:
+        """Drop the rows ``doomed`` picks (cancelled requests); returns them."""
+        gone = [r for r in self.rows if doomed(r)]
+        if gone:
+            keep = [i for i, r in enumerate(self.rows) if not doomed(r)]
+            self.rows = [self.rows[i] for i in keep]
+            self._drop(torch.tensor(keep, dtype=torch.long, device=self._device))
+        return gone
+
+    def clear(self) -> list[Row]:
+        """Drop every row (after a failure); returns them."""
+        rows, self.rows = self.rows, []
+        self._drop(torch.zeros(0, dtype=torch.long, device=self._device))
+        return rows
+
+    def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        width = max(len(r.prompt) for r in joining)
+        ids = [[self._pad] * (width - len(r.prompt)) + r.prompt for r in joining]
+        mask = [[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in joining]
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self._device)
+        attention = torch.tensor(mask, dtype=torch.long, device=self._device)
+        cache = DynamicCache(config=self._model.config)
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return cache, attention, out.logits[:, -1, :]
+
+    def _merge(
+        self,
+        cache: Any,
+        mask: torch.Tensor,
+        first: torch.Tensor,
+        sampler: RowSampler,
+        joining: Sequence[Row],
+    ) -> None:
+        if self._cache is None:
+            self._cache, self._mask, self._sampler = cache, mask, sampler
+        else:
+            width = max(self._mask.shape[1], mask.shape[1])
+            for old, new in zip(self._cache.layers, cache.layers, strict=True):
+                old.keys = torch.cat([_left_pad(old.keys, width, 2), _left_pad(new.keys, width, 2)])
+                old.values = torch.cat(
+                    [_left_pad(old.values, width, 2), _left_pad(new.values, width, 2)]
+                )
+            self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])
+            self._sampler = self._sampler.join(sampler)
+        self._next = torch.cat([self._next, first])
+        self.rows.extend(joining)
+        self._counts = self._rebuild_counts() if self._sampler.penalised else None
+
+    def _rebuild_counts(self) -> torch.Tensor:
+        counts = torch.zeros(len(self.rows), self._vocab, device=self._device)
+        for i, row in enumerate(self.rows):
+            if row.tokens:
+                ids = torch.tensor(row.tokens, dtype=torch.long, device=self._device)
+                counts[i].index_add_(0, ids, torch.ones(len(row.tokens), device=self._device))
+        return counts
+
+    def _retire(self, now: float) -> list[Finished]:
+        """Drop the rows that are done after their latest token; return them."""
+        finished: list[Finished] = []
+        keep: list[int] = []
+        for i, row in enumerate(self.rows):
+            past = row.deadline is not None and now > row.deadline
+            reason = finish_reason(row.tokens, row.sampling, self._eos, self._decode, past)
+            if reason is None:
+                keep.append(i)
+            else:
+                finished.append(Finished(row, reason))
+        if finished:
+            self.rows = [self.rows[i] for i in keep]
+            self._drop(torch.tensor(keep, dtype=torch.long, device=self._device))
+        return finished
+
+    def _drop(self, keep: torch.Tensor) -> None:
+        if keep.numel() == 0:
+            self._cache = None
+            self._mask = self._mask[:0, :0]
+            self._next = self._next[:0]
+            self._sampler = self._sampler.select(keep)
+            self._counts = None
+            return
+        used = self._mask[keep].any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else 0  # columns before it hold padding only
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[keep, :, start:, :]
+            layer.values = layer.values[keep, :, start:, :]
+        self._mask = self._mask[keep, start:]
+        self._next = self._next[keep]
+        self._sampler = self._sampler.select(keep)
+        if self._counts is not None:
+            self._counts = self._counts[keep] if self._sampler.penalised else None
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zero-pad ``tensor`` on the left of ``dim`` to ``width`` (zeros: masked columns)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    pad = [0, 0] * (tensor.dim() - dim - 1) + [missing, 0]
+    return F.pad(tensor, pad)
