@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,9 +11,24 @@ import pytest
 
 from schemas.settings import Settings
 from tests.conftest import API_KEY
-from tests.integration.harness import LOCAL, front_end, spec_body, wait_live, worker
+from tests.integration.harness import (
+    LOCAL,
+    committed_results,
+    front_end,
+    spec_body,
+    wait_live,
+    worker,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model]
+
+
+_SETTINGS: dict[int, Settings] = {}
+
+
+def http_settings(http: httpx.AsyncClient) -> Settings:
+    """The settings of the stack behind a client of the module's fixture."""
+    return _SETTINGS[id(http)]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +50,7 @@ async def sdk(kafka_bootstrap: str) -> AsyncIterator[tuple[openai.AsyncOpenAI, h
     )
     async with worker(settings, LOCAL, "echo"), front_end(settings) as client:
         await wait_live(client, LOCAL, "echo")
+        _SETTINGS[id(client)] = settings
         sdk = openai.AsyncOpenAI(base_url=f"{client.base_url}/v1", api_key=API_KEY, max_retries=0)
         yield sdk, client
         await sdk.close()
@@ -135,3 +152,55 @@ async def test_streaming_relays_the_text_exactly_once(
     assert text == "user: alpha beta gamma assistant: user: alpha beta gamma"
     assert finishes[-1] == "length" and finishes.count("length") == 1
     assert usage is not None and usage.completion_tokens == 9
+
+
+async def test_local_model_streams_tokens_as_generated(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, _ = sdk
+    messages = [{"role": "user", "content": "Tell me about the sea."}]
+    whole = await client.chat.completions.create(
+        model=LOCAL,
+        messages=messages,
+        max_tokens=32,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    stream = await client.chat.completions.create(
+        model=LOCAL,
+        messages=messages,
+        max_tokens=32,
+        temperature=0,
+        stream=True,  # type: ignore[arg-type]
+    )
+    deltas = [
+        c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
+    ]
+    assert len(deltas) >= 5, f"the text came in {len(deltas)} chunks, not as it was generated"
+    assert "".join(deltas) == whole.choices[0].message.content
+
+
+async def test_a_caller_that_leaves_cancels_the_generation(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient], kafka_bootstrap: str
+) -> None:
+    client, http = sdk
+    stream = await client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Write a very long story."}],
+        max_tokens=2000,
+        stream=True,
+    )
+    request_id = ""
+    async for chunk in stream:
+        request_id = chunk.id.removeprefix("chatcmpl-")
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    await stream.close()
+    started = time.monotonic()
+    settings = http_settings(http)
+    outcome = None
+    while outcome is None and time.monotonic() - started < 60:
+        results = await committed_results(settings, idle_s=1.0)
+        outcome = next((r for r in results if r.request_id == request_id), None)
+    assert outcome is not None and outcome.error is not None, "the generation ran on"
+    assert outcome.error.code == "cancelled"
+    assert time.monotonic() - started < 30

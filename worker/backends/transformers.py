@@ -31,7 +31,7 @@ from schemas.wire import TaskMessage
 from worker.decode import DecodeBatch, Finished, Row
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
-from worker.task import Completion, Failure, Outcome, Task
+from worker.task import Completion, Delta, Failure, Outcome, Task
 from worker.weights import checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,15 @@ TOKEN_BUDGET = 65_536
 ADMIT_EVERY_STEPS = 4
 
 _CANCELLED_KEPT = 4096
-_Result = tuple[Task, Outcome]
+_Event = tuple[Task, Outcome | Delta]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Waiting:
     task: Task
-    future: asyncio.Future[_Result]
+    events: asyncio.Queue[_Event]  # shared by the tasks of one run() call
     loop: asyncio.AbstractEventLoop
+    streamed: int = 0  # characters of text already sent as deltas
 
 
 class TransformersBackend:
@@ -96,18 +97,21 @@ class TransformersBackend:
         """A full batch decoding and as many waiting, to join the step a row finishes."""
         return 2 * self._max_batch
 
-    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[_Result]:
-        """Queue the tasks for the inference thread; yield each outcome as its row finishes."""
+    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[_Event]:
+        """Queue the tasks for the inference thread; yield deltas, and each outcome as its
+        row finishes."""
         loop = asyncio.get_running_loop()
-        futures = []
+        events: asyncio.Queue[_Event] = asyncio.Queue()
         for task in tasks:
-            future: asyncio.Future[_Result] = loop.create_future()
-            self._inbox.put(_Waiting(task, future, loop))
-            futures.append(future)
+            self._inbox.put(_Waiting(task, events, loop))
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name=f"kc-driver-{self._spec.name}")
-        for next_done in asyncio.as_completed(futures):
-            yield await next_done
+        left = len(tasks)
+        while left:
+            task, event = await events.get()
+            if not isinstance(event, Delta):
+                left -= 1
+            yield task, event
 
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,6 +136,7 @@ class TransformersBackend:
                     return
                 continue
             self._guarded(self._batch.step, ())
+            self._stream_deltas()
             since = since + 1 if waiting else 0
 
     def _take(self, waiting: deque[tuple[Row, _Waiting]]) -> None:
@@ -193,6 +198,17 @@ class TransformersBackend:
         for done in finished:
             _resolve(done.row.handle, self._outcome(done))
 
+    def _stream_deltas(self) -> None:
+        """Send the new, safe text of every streaming row still generating."""
+        for row in self._batch.rows:
+            waiting: _Waiting = row.handle
+            if not waiting.task.message.stream:
+                continue
+            safe = streamable(self._decode(row.tokens), row.sampling.stop)
+            if len(safe) > waiting.streamed:
+                _resolve(waiting, Delta(safe[waiting.streamed :]))
+                waiting.streamed = len(safe)
+
     def _render(self, message: TaskMessage) -> str:
         """Chat models see the conversation through their template; base models raw text."""
         if self._spec.chat_template and self._tokenizer.chat_template:
@@ -247,15 +263,20 @@ class TransformersBackend:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 
-def _resolve(waiting: _Waiting, outcome: Outcome) -> None:
-    """Hand a task's outcome to its event loop (called from the inference thread)."""
-    result = (waiting.task, outcome)
-    waiting.loop.call_soon_threadsafe(_set, waiting.future, result)
+def _resolve(waiting: _Waiting, event: Outcome | Delta) -> None:
+    """Hand a task's delta or outcome to its event loop (called from the inference thread)."""
+    waiting.loop.call_soon_threadsafe(waiting.events.put_nowait, (waiting.task, event))
 
 
-def _set(future: asyncio.Future[_Result], result: _Result) -> None:
-    if not future.done():  # the caller may have gone (cancelled run)
-        future.set_result(result)
+def streamable(text: str, stops: Sequence[str]) -> str:
+    """The part of a growing text that is safe to stream: never past or into a stop sequence."""
+    cut, found = cut_at_stop(text, stops)
+    if found:
+        return cut
+    # The tail might be the start of a stop sequence, or half of a multi-byte character.
+    hold = max((len(s) - 1 for s in stops), default=0)
+    safe = text[: len(text) - hold] if hold else text
+    return safe.rstrip("\ufffd")
 
 
 def _pick_device(setting: str) -> torch.device:
