@@ -265,7 +265,7 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, A
         request.state.models = sorted(set(models))
         front.check_room()
         specs = front.check_models(models)
-        sampling = _sampling(body)
+        sampling = Sampling.of_request(body)
         check_params(sampling, specs)
         return await _complete(front, body, models, sampling, key_id)
 
@@ -328,17 +328,6 @@ async def _refuse_body(request: Request, limit: int) -> Response | None:
         message=f"the body is {size} bytes; the limit is {limit} bytes (KC_MAX_BODY_BYTES)",
     )
     return error_response(413, detail)
-
-
-def _sampling(body: CompletionRequest) -> Sampling:
-    return Sampling(
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=tuple(body.stop or ()),
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-    )
 
 
 async def _complete(

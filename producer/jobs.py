@@ -212,14 +212,7 @@ def _tasks(
 ) -> Iterator[TaskMessage]:
     for line in job.lines:
         r = line.request
-        sampling = Sampling(
-            max_tokens=r.max_tokens,
-            temperature=r.temperature,
-            top_p=r.top_p,
-            stop=tuple(r.stop or ()),
-            presence_penalty=r.presence_penalty,
-            frequency_penalty=r.frequency_penalty,
-        )
+        sampling = Sampling.of_request(r)
         for index, model in enumerate(r.models):
             if not select((line.custom_id, model)):
                 continue

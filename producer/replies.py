@@ -16,10 +16,9 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from schemas.errors import ConfigError, WireError
-from schemas.kafka import client_options
+from schemas.kafka import client_options, consume_forever
 from schemas.metrics import FrontendMetrics
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -77,7 +76,9 @@ class ReplyRouter:
         await consumer.seek_to_end(self._tp)
         await consumer.position(self._tp)
         self._consumer = consumer
-        self._task = asyncio.create_task(self._consume(consumer), name="kc-replies")
+        self._task = asyncio.create_task(
+            consume_forever(consumer, self._route, "results"), name="kc-replies"
+        )
         self.ready = True
 
     async def stop(self) -> None:
@@ -103,18 +104,6 @@ class ReplyRouter:
     def forget(self, request_id: str) -> None:
         """The caller has its answer (or gave up)."""
         self._waiting.pop(request_id, None)
-
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as exc:
-                log.warning("results consumer: %r; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._route(record.value)
 
     def _route(self, raw: bytes | None) -> None:
         try:

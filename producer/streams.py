@@ -15,10 +15,9 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from schemas.errors import WireError
-from schemas.kafka import client_options
+from schemas.kafka import client_options, consume_forever
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import StreamChunk, decode_chunk
@@ -62,7 +61,9 @@ class StreamRouter:
         await consumer.seek_to_end(self._tp)
         await consumer.position(self._tp)
         self._consumer = consumer
-        self._task = asyncio.create_task(self._consume(consumer), name="kc-stream")
+        self._task = asyncio.create_task(
+            consume_forever(consumer, self._route, "stream"), name="kc-stream"
+        )
 
     async def stop(self) -> None:
         """Stop consuming."""
@@ -82,18 +83,6 @@ class StreamRouter:
     def close(self, request_id: str) -> None:
         """The stream is over."""
         self._streams.pop(request_id, None)
-
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as exc:
-                log.warning("stream consumer: %r; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._route(record.value)
 
     def _route(self, raw: bytes | None) -> None:
         try:

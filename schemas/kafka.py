@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
@@ -111,3 +113,19 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     for name, code, *rest in response.topic_errors:
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise BrokerUnavailable(f"cannot create topic {name}: error {code} {rest}")
+
+
+async def consume_forever(
+    consumer: AIOKafkaConsumer, handle: Callable[[bytes | None], None], what: str
+) -> None:
+    """Hand every record's value to ``handle``; Kafka errors are logged and retried."""
+    while True:
+        try:
+            batches = await consumer.getmany(timeout_ms=1000)
+        except KafkaError as exc:
+            log.warning("%s consumer: %r; retrying", what, exc)
+            await asyncio.sleep(1)
+            continue
+        for records in batches.values():
+            for record in records:
+                handle(record.value)

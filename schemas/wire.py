@@ -11,6 +11,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.api import CompletionRequest
 from schemas.errors import WireError
 
 WIRE_VERSION: Literal[1] = 1
@@ -42,6 +43,18 @@ class Sampling(BaseModel):
     stop: tuple[str, ...] = ()
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+
+    @classmethod
+    def of_request(cls, body: CompletionRequest) -> Sampling:
+        """The generation parameters of a ``/v1/completion`` body (or a job line)."""
+        return cls(
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=tuple(body.stop or ()),
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+        )
 
 
 class ChatMessage(BaseModel):

@@ -9,7 +9,6 @@ worker reads whole (no group), from its end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.errors import WireError
-from schemas.kafka import client_options
+from schemas.kafka import client_options, consume_forever
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import StreamChunk, decode_cancel, encode
@@ -80,17 +79,13 @@ async def watch_cancellations(settings: Settings, cancel: Callable[[str], None])
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
-        while True:
+
+        def handle(raw: bytes | None) -> None:
             try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as exc:
-                log.warning("cancel consumer: %r; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for record in (r for rs in batches.values() for r in rs):
-                try:
-                    cancel(decode_cancel(record.value).request_id)
-                except WireError as exc:
-                    log.warning("ignoring a record on the cancel topic: %s", exc)
+                cancel(decode_cancel(raw).request_id)
+            except WireError as exc:
+                log.warning("ignoring a record on the cancel topic: %s", exc)
+
+        await consume_forever(consumer, handle, "cancel")
     finally:
         await consumer.stop()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from schemas.settings import Settings
 from tests.conftest import API_KEY
@@ -75,13 +76,13 @@ async def test_chat_completion_on_the_local_model(
     sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
 ) -> None:
     client, _ = sdk
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": "You answer in one short sentence."},
         {"role": "user", "content": "What colour is the sky?"},
     ]
     answer = await client.chat.completions.create(
         model=LOCAL,
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         max_tokens=24,
         temperature=0,
     )
@@ -95,7 +96,7 @@ async def test_chat_completion_on_the_local_model(
     assert answer.usage.prompt_tokens == _template_tokens(messages)
 
 
-def _template_tokens(messages: list[dict[str, str]]) -> int:
+def _template_tokens(messages: list[ChatCompletionMessageParam]) -> int:
     from transformers import AutoTokenizer
 
     from schemas.registry import load_registry
@@ -104,7 +105,8 @@ def _template_tokens(messages: list[dict[str, str]]) -> int:
 
     path = checkpoint_dir(load_registry().get(LOCAL), cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(path)
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    plain = [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in messages]
+    text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
     return len(tokenizer(text)["input_ids"])
 
 
@@ -158,19 +160,21 @@ async def test_local_model_streams_tokens_as_generated(
     sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
 ) -> None:
     client, _ = sdk
-    messages = [{"role": "user", "content": "Tell me about the sea."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Tell me about the sea."}
+    ]
     whole = await client.chat.completions.create(
         model=LOCAL,
         messages=messages,
         max_tokens=32,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     stream = await client.chat.completions.create(
         model=LOCAL,
         messages=messages,
         max_tokens=32,
         temperature=0,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     deltas = [
         c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content
