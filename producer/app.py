@@ -60,6 +60,7 @@ class FrontEnd:
         self.liveness = Liveness(settings, configured)
         self.streams = StreamRouter(settings, settings.reply_partition)
         self.in_flight = 0
+        self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -278,6 +279,8 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, A
                 {
                     "id": spec.name,
                     "object": "model",
+                    "created": front.started,
+                    "owned_by": spec.backend,
                     "backend": spec.backend,
                     "configured": reason is None,
                     "reason": reason,

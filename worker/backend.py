@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from worker.task import Delta, Outcome, Task
@@ -49,8 +50,10 @@ class Backend(Protocol):
         ...
 
 
-async def create_backend(spec: ModelSpec, settings: Settings) -> Backend:
-    """Build (and load) the backend that serves ``spec``."""
+async def create_backend(
+    spec: ModelSpec, settings: Settings, metrics: WorkerMetrics | None = None
+) -> Backend:
+    """Build (and load) the backend that serves ``spec`` (vendors count retries in ``metrics``)."""
     if spec.backend == "echo":
         from worker.backends.echo import EchoBackend
 
@@ -62,11 +65,11 @@ async def create_backend(spec: ModelSpec, settings: Settings) -> Backend:
     if spec.backend == "openai":
         from worker.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(spec, settings)
+        return OpenAIBackend(spec, settings, metrics=metrics)
     if spec.backend == "cohere":
         from worker.backends.cohere import CohereBackend
 
-        return CohereBackend(spec, settings)
+        return CohereBackend(spec, settings, metrics=metrics)
     from schemas.errors import ConfigError
 
     raise ConfigError(f"{spec.name}: the {spec.backend} backend is not available in this build")

@@ -48,7 +48,7 @@ async def serve_models(
     backends: list[Backend] = []
     try:
         for spec in specs:
-            backends.append(await create_backend(spec, settings))
+            backends.append(await create_backend(spec, settings, metrics))
         workers = [
             ModelWorker(spec, backend, settings, metrics, worker_id)
             for spec, backend in zip(specs, backends, strict=True)

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 
 from schemas.errors import ConfigError
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import ErrorCode
@@ -90,8 +91,10 @@ class VendorGate:
         classify: Callable[[Exception], Fault],
         secret: str,
         policy: RetryPolicy | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._spec = spec
+        self._metrics = metrics
         self._vendor = vendor
         self._classify = classify
         self._secret = secret
@@ -141,6 +144,7 @@ class VendorGate:
             delay = self._policy.delay(result, tries)
             if result.code == "rate_limited" and result.retryable:
                 self._throttled_until = max(self._throttled_until, time.time() + delay)
+            self._count(result)
             if (
                 not result.retryable
                 or tries > self._policy.max_retries
@@ -155,6 +159,14 @@ class VendorGate:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    def _count(self, fault: Fault) -> None:
+        if self._metrics is None:
+            return
+        if fault.code == "rate_limited":
+            self._metrics.vendor_throttled.labels(self._spec.name).inc()
+        if fault.retryable:
+            self._metrics.vendor_retries.labels(self._spec.name, fault.code).inc()
 
     async def _hold_off(self, give_up_at: float) -> Fault | None:
         """Wait out a 429 the vendor gave another call; a Fault when it outlasts our bound."""

@@ -127,6 +127,7 @@ async def test_sdk_errors_are_the_usual_classes(
         )
     models = await client.models.list()
     assert {m.id for m in models.data} >= {LOCAL, "echo", "gpt-4"}
+    assert all(m.object == "model" and m.owned_by and m.created > 0 for m in models.data)
     # The spec's own route still fans out beside the OpenAI ones.
     fan_out = await http.post("/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=4))
     assert [c["model"] for c in fan_out.json()["choices"]] == ["echo", LOCAL]

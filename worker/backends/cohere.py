@@ -36,6 +36,7 @@ import httpx
 from cohere.core.api_error import ApiError
 from cohere.core.parse_error import ParsingError
 
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import Sampling
@@ -73,6 +74,7 @@ class CohereBackend:
         spec: ModelSpec,
         settings: Settings,
         policy: RetryPolicy | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         key = api_key(spec, settings)
         self._spec = spec
@@ -87,7 +89,7 @@ class CohereBackend:
             httpx_client=self._http,
             log_warning_experimental_features=False,
         )
-        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy)
+        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy, metrics)
 
     @property
     def capacity(self) -> int:

@@ -26,6 +26,7 @@ import openai
 from openai.types import Completion as TextCompletion
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import Sampling
@@ -63,6 +64,7 @@ class OpenAIBackend:
         spec: ModelSpec,
         settings: Settings,
         policy: RetryPolicy | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         key = api_key(spec, settings)
         self._spec = spec
@@ -72,7 +74,7 @@ class OpenAIBackend:
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
         )
-        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy)
+        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy, metrics)
 
     @property
     def capacity(self) -> int:

@@ -85,3 +85,43 @@ def test_status_codes_translate(status: int, code: str, retryable: bool) -> None
     assert (fault.code, fault.retryable) == (code, retryable)
     assert f"HTTP {status}" in fault.message and "gpt-4" in fault.message
     assert fault.retry_after == (2.0 if retryable else None)
+
+
+async def test_the_gate_counts_retries_and_429s_in_the_worker_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from schemas.metrics import WorkerMetrics
+    from schemas.registry import ModelSpec
+    from tests.unit.factories import task
+    from worker.task import Completion
+    from worker.vendor import Fault, RetryPolicy, VendorGate
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics.create(registry)
+    spec = ModelSpec(name="gpt-4", backend="openai", api_key_env="OPENAI_API_KEY")
+    answers: list[Completion | Fault] = [
+        Fault("rate_limited", "429", retryable=True, retry_after=0.01),
+        Fault("unavailable", "503", retryable=True, retry_after=0.01),
+        Completion("ok", "stop", 1, 1, 1),
+    ]
+
+    async def attempt(_: object) -> Completion | Fault:
+        return answers.pop(0)
+
+    gate = VendorGate(
+        spec,
+        "OpenAI",
+        lambda exc: Fault("backend_error", str(exc)),
+        "sk-x",
+        RetryPolicy(max_retries=3, budget_s=5),
+        metrics,
+    )
+    outcome = await gate.call(task(), attempt)
+    assert isinstance(outcome, Completion)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("kc_worker_vendor_throttled_total", model="gpt-4") == 1.0
+    assert sample("kc_worker_vendor_retries_total", model="gpt-4", reason="rate_limited") == 1.0
+    assert sample("kc_worker_vendor_retries_total", model="gpt-4", reason="unavailable") == 1.0

@@ -1,0 +1,63 @@
+"""The deployment files: compose.yaml is valid and complete, Prometheus scrapes every process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+
+
+def _load(name: str) -> Any:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def test_compose_has_the_whole_stack() -> None:
+    services = _load("compose.yaml")["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert {
+        "frontend",
+        "worker-local",
+        "worker-openai",
+        "worker-cohere",
+        "prometheus",
+        "grafana",
+    } <= set(services)
+    devices = services["worker-local"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert services["worker-openai"]["environment"]["OPENAI_API_KEY"] == "${OPENAI_API_KEY:-}"
+    grafana = " ".join(services["grafana"]["volumes"])
+    assert "deploy/grafana/dashboards" in grafana and "deploy/grafana/provisioning" in grafana
+
+
+def test_prometheus_scrapes_every_kafka_completions_process() -> None:
+    services = _load("compose.yaml")["services"]
+    ours = {name for name, svc in services.items() if svc.get("build") == "."}
+    jobs = _load("deploy/prometheus.yml")["scrape_configs"]
+    scraped = {t.split(":")[0] for job in jobs for c in job["static_configs"] for t in c["targets"]}
+    assert ours == scraped
+
+
+def _compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _compose_available(), reason="no docker compose client on this machine")
+def test_docker_compose_accepts_the_file() -> None:
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+        env={"KC_API_KEYS": "k", "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
