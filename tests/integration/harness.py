@@ -165,14 +165,20 @@ async def backend_worker(
 
 @contextlib.contextmanager
 def transformers_serve(
-    checkpoint: Path, names: Iterable[str], workdir: Path, timeout_s: float = 120
+    checkpoint: Path,
+    names: Iterable[str],
+    workdir: Path,
+    timeout_s: float = 120,
+    *,
+    pinned: bool = False,
 ) -> Iterator[str]:
     """``transformers serve`` on a free 127.0.0.1 port; yields its OpenAI base URL (``/v1``).
 
     Unpinned, it loads a requested model id on first use with ``from_pretrained(id)``, which
     takes a local directory of that name first: each of ``names`` is made a link to the
     checkpoint in ``workdir`` (its working directory), so vendor model ids such as ``gpt-4``
-    are served by the checkpoint, offline.
+    are served by the checkpoint, offline. ``pinned`` starts it the plain way instead,
+    ``transformers serve CHECKPOINT``: then it serves that one model and refuses other names.
     """
     for name in names:
         (workdir / name).symlink_to(checkpoint, target_is_directory=True)
@@ -182,6 +188,8 @@ def transformers_serve(
     log = (workdir / "serve.log").open("wb")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     args = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    if pinned:
+        args.insert(2, str(checkpoint))
     process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout_s)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -325,3 +326,18 @@ async def _raw_records(settings: Settings, topics: list[str]) -> list[bytes]:
     finally:
         await consumer.stop()
     return values
+
+
+async def test_a_server_pinned_to_one_model_serves_every_openai_name(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # `transformers serve CKPT` refuses any model name but its own: the backend asks the server
+    # which model it serves and sends that, so gpt-4 and text-davinci-001 work against it.
+    checkpoint = checkpoint_dir(load_registry().get(LOCAL), cache_dir())
+    with transformers_serve(checkpoint, [], tmp_path, pinned=True) as url:
+        settings = _serve_settings(kafka_bootstrap, url)
+        async with worker(settings, "gpt-4", "text-davinci-001"), front_end(settings) as client:
+            await wait_live(client, "gpt-4", "text-davinci-001")
+            for model in ("gpt-4", "text-davinci-001"):
+                body = spec_body(model=model, max_tokens=8)
+                _check_response(await client.post("/v1/completion", json=body), [model], 8)

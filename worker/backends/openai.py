@@ -18,6 +18,8 @@ Retries, limits and error messages: ``worker.vendor``; the SDK's own retries are
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -45,6 +47,7 @@ from worker.vendor import (
     unreachable,
 )
 
+log = logging.getLogger(__name__)
 VENDOR = "OpenAI"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _FINISH = {
@@ -75,6 +78,8 @@ class OpenAIBackend:
             api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
         )
         self._gate = VendorGate(spec, VENDOR, self._classify, key, policy, metrics)
+        self._served: str | None = None
+        self._lookup = asyncio.Lock()
 
     @property
     def capacity(self) -> int:
@@ -96,19 +101,47 @@ class OpenAIBackend:
         """Close the SDK's connections."""
         await self._client.close()
 
+    async def _model_id(self) -> str:
+        """The model id to send: ours, unless a one-model compatible server serves another.
+
+        An OpenAI-compatible server started for one model (``transformers serve CKPT``, vLLM,
+        ...) refuses every other name. Asked once: when its ``/v1/models`` lists exactly one
+        model and not ours, every OpenAI model of this worker is served by that one.
+        """
+        async with self._lookup:
+            if self._served is None:
+                self._served = self._model
+                if self._base_url != DEFAULT_BASE_URL:
+                    self._served = await self._only_served_model() or self._model
+            return self._served
+
+    async def _only_served_model(self) -> str | None:
+        try:
+            ids = [m.id async for m in self._client.models.list()]
+        except (openai.APIError, ValueError) as exc:
+            log.info(
+                "%s does not list its models (%r); sending %s", self._base_url, exc, self._model
+            )
+            return None
+        if self._model in ids or len(ids) != 1:
+            return None
+        log.warning("%s serves only %s: %s goes to it", self._base_url, ids[0], self._spec.name)
+        return ids[0]
+
     async def _attempt(self, task: Task) -> Completion | Fault:
         msg = task.message
         params = openai_params(msg.sampling)
+        model = await self._model_id()
         started = time.perf_counter()
         if self._spec.api == "completions":
             text_answer = await self._client.completions.create(
-                model=self._model, prompt=plain_prompt(msg), **params
+                model=model, prompt=plain_prompt(msg), **params
             )
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             return self._text_outcome(text_answer, msg.sampling, elapsed_ms)
         messages = cast("list[ChatCompletionMessageParam]", conversation(msg))
         chat_answer = await self._client.chat.completions.create(
-            model=self._model, messages=messages, **params
+            model=model, messages=messages, **params
         )
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         return self._chat_outcome(chat_answer, msg.sampling, elapsed_ms)
