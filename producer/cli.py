@@ -83,7 +83,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from devstack.broker import add_broker_commands
+    from devstack.cli import add_broker_commands
 
     from producer.jobs_cli import add_job_commands
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from devstack.broker import LocalBroker, add_broker_commands
+from devstack.broker import LocalBroker
+from devstack.cli import add_broker_commands
 
 from tests.kafka_fixture import jar_cache_dir, kafka_broker, wait_for_broker
 
