@@ -27,6 +27,7 @@ from producer.jobs import (
 )
 from producer.scan import scan
 from schemas.kafka import ensure_topics
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -200,8 +201,8 @@ async def spied_worker(
     """An in-process worker whose metrics the test reads and whose backend calls it sees."""
     import worker.service
 
-    async def create(spec: ModelSpec, s: Settings) -> Backend:
-        return _Spy(await create_backend(spec, s), seen)
+    async def create(spec: ModelSpec, s: Settings, metrics: WorkerMetrics | None = None) -> Backend:
+        return _Spy(await create_backend(spec, s, metrics), seen)
 
     monkeypatch.setattr(worker.service, "create_backend", create)
     registry = CollectorRegistry()

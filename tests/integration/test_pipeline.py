@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +16,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import DLQ_REASON
-from tests.integration.harness import LOCAL, front_end, spec_body, wait_live, worker
+from tests.integration.harness import (
+    LOCAL,
+    front_end,
+    spec_body,
+    wait_live,
+    worker,
+    worker_process,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model]
 
@@ -190,18 +197,26 @@ async def test_no_live_worker_is_a_fast_503(settings: Settings) -> None:
 
 
 async def test_deadline_answers_504_with_the_choices_that_arrived(settings: Settings) -> None:
+    # A worker frozen with SIGSTOP stays a group member until its session times out (10 s), so
+    # the front end publishes to it and its choice can only miss the deadline; echo answers.
     short = settings.model_copy(update={"request_timeout_s": 1.5})
-    async with worker(short, LOCAL, "echo"), front_end(short) as client:
-        await wait_live(client, LOCAL, "echo")
-        started = time.monotonic()
-        response = await client.post(
-            "/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=2000, stop=None)
-        )
-        elapsed = time.monotonic() - started
+    frozen = worker_process(short, LOCAL)
+    try:
+        async with worker(short, "echo"), front_end(short) as client:
+            await wait_live(client, LOCAL, "echo")
+            frozen.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            response = await client.post(
+                "/v1/completion", json=spec_body(model=["echo", LOCAL], max_tokens=8)
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.terminate()
+        frozen.wait(30)
     assert response.status_code == 504, response.text
-    assert elapsed < 5
+    assert 1.4 < elapsed < 5
     error = response.json()["error"]
     assert error["code"] == "deadline_exceeded"
     assert [c["model"] for c in error["choices"]] == ["echo"]
     assert [f["model"] for f in error["failures"]] == [LOCAL]
-    await asyncio.sleep(0)
