@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.errors import ConfigError, WireError
-from schemas.kafka import client_options, consume_forever
+from schemas.kafka import consume_forever, tail
 from schemas.metrics import FrontendMetrics
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -66,15 +66,7 @@ class ReplyRouter:
                 f"0..{len(partitions) - 1}"
             )
         # Made here, not in __init__: aiokafka clients bind to the running loop.
-        consumer = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            **client_options(self._settings, "kc-frontend-replies"),
-        )
-        await consumer.start()
-        consumer.assign([self._tp])
-        await consumer.seek_to_end(self._tp)
-        await consumer.position(self._tp)
+        consumer = await tail(self._settings, "kc-frontend-replies", self._tp, committed_only=True)
         self._consumer = consumer
         self._task = asyncio.create_task(
             consume_forever(consumer, self._route, "results"), name="kc-replies"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.errors import WireError
-from schemas.kafka import client_options, consume_forever
+from schemas.kafka import consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import StreamChunk, decode_chunk
@@ -53,13 +53,7 @@ class StreamRouter:
 
     async def start(self) -> None:
         """Assign the partition and read from its end."""
-        consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, **client_options(self._settings, "kc-frontend-stream")
-        )
-        await consumer.start()
-        consumer.assign([self._tp])
-        await consumer.seek_to_end(self._tp)
-        await consumer.position(self._tp)
+        consumer = await tail(self._settings, "kc-frontend-stream", self._tp)
         self._consumer = consumer
         self._task = asyncio.create_task(
             consume_forever(consumer, self._route, "stream"), name="kc-stream"

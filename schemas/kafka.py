@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
@@ -113,6 +113,23 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     for name, code, *rest in response.topic_errors:
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise BrokerUnavailable(f"cannot create topic {name}: error {code} {rest}")
+
+
+async def tail(
+    settings: Settings, client_id: str, *tps: TopicPartition, committed_only: bool = False
+) -> AIOKafkaConsumer:
+    """A started consumer assigned (no group) to ``tps``, positioned at their ends."""
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+        **client_options(settings, client_id),
+    )
+    await consumer.start()
+    consumer.assign(list(tps))
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)  # resolves the end now, before anything is awaited on it
+    return consumer
 
 
 async def consume_forever(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -22,21 +23,27 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
 
 
+def make_settings(kafka_bootstrap: str, **overrides: Any) -> Settings:
+    """Settings on a test broker with a topic prefix of their own, small and quick to react."""
+    base: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "topic_prefix": f"t{uuid.uuid4().hex[:10]}.",
+        "request_partitions": 2,
+        "results_partitions": 2,
+        "api_keys": (SecretStr(API_KEY),),
+        "request_timeout_s": 60,
+        "liveness_refresh_s": 0.3,
+        "cache_dir": cache_dir(),
+        "worker_metrics_port": 0,
+        "drain_timeout_s": 10,
+    }
+    return Settings(**(base | overrides))
+
+
 @pytest.fixture
 def settings(kafka_bootstrap: str) -> Settings:
     """Settings on the session broker with a topic prefix of this test's own."""
-    return Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
-        request_partitions=2,
-        results_partitions=2,
-        api_keys=(SecretStr(API_KEY),),
-        request_timeout_s=60,
-        liveness_refresh_s=0.3,
-        cache_dir=cache_dir(),
-        worker_metrics_port=0,
-        drain_timeout_s=10,
-    )
+    return make_settings(kafka_bootstrap)
 
 
 def cache_dir() -> Path:

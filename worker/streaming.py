@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.errors import WireError
-from schemas.kafka import client_options, consume_forever
+from schemas.kafka import client_options, consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import StreamChunk, decode_cancel, encode
@@ -69,16 +69,10 @@ class Streamer:
 
 async def watch_cancellations(settings: Settings, cancel: Callable[[str], None]) -> None:
     """Call ``cancel(request_id)`` for every cancellation published from now on."""
-    topic = Topics(settings.topic_prefix).cancel
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, **client_options(settings, "kc-worker-cancel")
-    )
-    await consumer.start()
+    # The cancel topic has one partition (schemas.kafka.topic_layout).
+    topic = TopicPartition(Topics(settings.topic_prefix).cancel, 0)
+    consumer = await tail(settings, "kc-worker-cancel", topic)
     try:
-        partitions = consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
 
         def handle(raw: bytes | None) -> None:
             try:

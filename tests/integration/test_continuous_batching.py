@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, Sampling, TaskMessage, decode_result, encode
-from tests.conftest import API_KEY, cache_dir
+from tests.conftest import make_settings
 from tests.integration.harness import LOCAL, front_end, wait_live, worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model]
@@ -25,18 +25,8 @@ _PROMPT = "What is the capital of France? Answer in one sentence."
 @pytest.fixture(scope="module")
 async def stack(kafka_bootstrap: str) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     """One front end and one worker of the local model for this module."""
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"cb{uuid.uuid4().hex[:8]}.",
-        request_partitions=2,
-        results_partitions=2,
-        api_keys=(API_KEY,),
-        liveness_refresh_s=0.3,
-        cache_dir=cache_dir(),
-        worker_metrics_port=0,
-        worker_max_batch=8,
-        request_timeout_s=240,  # two shared cores under other load can be very slow
-    )
+    # Two shared cores under other load can be very slow: a long request timeout.
+    settings = make_settings(kafka_bootstrap, worker_max_batch=8, request_timeout_s=240)
     async with worker(settings, LOCAL), front_end(settings) as c:
         await wait_live(c, LOCAL)
         yield c, settings

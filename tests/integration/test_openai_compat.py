@@ -11,7 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from schemas.settings import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, make_settings
 from tests.integration.harness import (
     LOCAL,
     committed_results,
@@ -35,20 +35,7 @@ def http_settings(http: httpx.AsyncClient) -> Settings:
 @pytest.fixture(scope="module")
 async def sdk(kafka_bootstrap: str) -> AsyncIterator[tuple[openai.AsyncOpenAI, httpx.AsyncClient]]:
     """A front end with echo and the local model, and an AsyncOpenAI client pointed at it."""
-    import uuid
-
-    from tests.conftest import cache_dir
-
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"o{uuid.uuid4().hex[:8]}.",
-        request_partitions=2,
-        results_partitions=2,
-        api_keys=(API_KEY,),
-        liveness_refresh_s=0.3,
-        cache_dir=cache_dir(),
-        worker_metrics_port=0,
-    )
+    settings = make_settings(kafka_bootstrap)
     async with worker(settings, LOCAL, "echo"), front_end(settings) as client:
         await wait_live(client, LOCAL, "echo")
         _SETTINGS[id(client)] = settings

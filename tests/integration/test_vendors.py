@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from schemas.registry import Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
-from tests.conftest import API_KEY, cache_dir
+from tests.conftest import cache_dir, make_settings
 from tests.fakes.vendor_server import Reply, VendorServer, openai_error
 from tests.integration.harness import (
     LOCAL,
@@ -73,18 +73,7 @@ def _no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 def _vendor_settings(kafka_bootstrap: str, **update: Any) -> Settings:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"v{uuid.uuid4().hex[:8]}.",
-        request_partitions=2,
-        results_partitions=2,
-        api_keys=(SecretStr(API_KEY),),
-        request_timeout_s=60,
-        liveness_refresh_s=0.3,
-        cache_dir=cache_dir(),
-        worker_metrics_port=0,
-        drain_timeout_s=10,
-    )
+    settings = make_settings(kafka_bootstrap)
     return settings.model_copy(update=update)
 
 
