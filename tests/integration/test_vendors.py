@@ -73,8 +73,7 @@ def _no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 def _vendor_settings(kafka_bootstrap: str, **update: Any) -> Settings:
-    settings = make_settings(kafka_bootstrap)
-    return settings.model_copy(update=update)
+    return make_settings(kafka_bootstrap, **update)
 
 
 def _check_response(response: httpx.Response, models: Sequence[str], max_tokens: int) -> Any:

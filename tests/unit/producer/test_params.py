@@ -15,15 +15,7 @@ from schemas.wire import Sampling
 
 def _body(**fields: Any) -> Sampling:
     """The sampling parameters of a spec body, as the front end checks them."""
-    body = CompletionRequest(**({"prompt": "p", "model": "m"} | fields))
-    return Sampling(
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=tuple(body.stop or ()),
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-    )
+    return Sampling.of_request(CompletionRequest(**({"prompt": "p", "model": "m"} | fields)))
 
 
 def _specs(*names: str) -> list[ModelSpec]:
