@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from producer.assemble import assemble
 from producer.auth import KeyChecker
 from producer.errors import ApiError, error_response, install_handlers, model_errors
+from producer.guard import Guard
 from producer.liveness import Liveness
 from producer.openapi import declare_responses
 from producer.params import check_params
@@ -58,7 +59,7 @@ class FrontEnd:
         self.replies = ReplyRouter(settings, self.metrics)
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
         self.liveness = Liveness(settings, configured)
-        self.streams = StreamRouter(settings, settings.reply_partition)
+        self.streams = StreamRouter(settings, settings.reply_partition, self.replies.deliver_early)
         self.in_flight = 0
         self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
@@ -162,6 +163,12 @@ class FrontEnd:
             if status == 504:
                 self.metrics.timeouts.labels(model).inc()
 
+    def label(self, request: Request, models: list[str]) -> None:
+        """Name the request's models for the request counter (see ``producer.guard``)."""
+        # Only registry names become label values: a caller inventing model names must not
+        # grow the metric without bound.
+        request.state.models = sorted({m if m in self.registry else "unknown" for m in models})
+
     def check_room(self) -> None:
         """Refuse a request past KC_MAX_IN_FLIGHT with 429 and Retry-After."""
         # Bounded in-flight requests keep memory bounded under a burst: past the limit callers
@@ -218,6 +225,7 @@ def create_app(
 
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
+    app.add_middleware(Guard, metrics=front.metrics, max_body_bytes=settings.max_body_bytes)
     install_handlers(app)
     authenticated = _add_routes(app, front)
     from producer.openai_api import add_openai_routes  # it builds on this module
@@ -239,15 +247,6 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, A
             raise ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
         return key_id
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        refused = await _refuse_body(request, front.settings.max_body_bytes)
-        response: Response = refused or await call_next(request)
-        route = request.url.path if request.url.path.startswith("/v1/") else "other"
-        for model in getattr(request.state, "models", None) or [""]:
-            front.metrics.requests.labels(route, model, str(response.status_code)).inc()
-        return response
-
     @app.post(
         ROUTE,
         response_model=CompletionResponse,
@@ -263,7 +262,7 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, A
         body: CompletionRequest, request: Request, key_id: Annotated[str, Depends(authenticated)]
     ) -> Response:
         models = body.models
-        request.state.models = sorted(set(models))
+        front.label(request, models)
         front.check_room()
         specs = front.check_models(models)
         sampling = Sampling.of_request(body)
@@ -304,33 +303,6 @@ def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, A
         return Response(generate_latest(front.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     return authenticated
-
-
-async def _refuse_body(request: Request, limit: int) -> Response | None:
-    """415 for a body that is not JSON, 413 for one over the limit; None when acceptable."""
-    if request.method != "POST":
-        return None
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        detail = ErrorDetail(
-            type="invalid_request_error",
-            code="unsupported_media_type",
-            param="content-type",
-            value=media or None,
-            message=f"send the body as application/json (got {media!r})",
-        )
-        return error_response(415, detail)
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else len(await request.body())
-    if size <= limit:
-        return None
-    detail = ErrorDetail(
-        type="invalid_request_error",
-        code="body_too_large",
-        value=size,
-        message=f"the body is {size} bytes; the limit is {limit} bytes (KC_MAX_BODY_BYTES)",
-    )
-    return error_response(413, detail)
 
 
 async def _complete(

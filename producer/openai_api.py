@@ -104,7 +104,7 @@ def _plan(
     prompts: list[str] | None = None,
     messages: tuple[ChatMessage, ...] | None = None,
 ) -> list[TaskMessage]:
-    request.state.models = [body.model]
+    front.label(request, [body.model])
     front.check_room()
     specs = front.check_models([body.model])
     sampling = Sampling(

@@ -6,6 +6,11 @@ assigned (not subscribed) to that partition and reading only committed records, 
 result to the future of the caller waiting for that (request id, choice index). Results for
 requests nobody here waits for (a restarted instance, a replica sharing the partition) are
 counted and ignored, so two replicas sharing a partition stay correct, only less efficient.
+
+Early replies: workers also send a copy of each result the moment it is ready, on the stream
+topic (``deliver_early``). The caller is answered by whichever copy comes first; a request
+answered early is remembered (bounded) so its committed copy, when it comes, is recognised by
+its key without being parsed, and is not counted as unmatched.
 """
 
 from __future__ import annotations
@@ -13,18 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.errors import ConfigError, WireError
-from schemas.kafka import consume_forever, tail
+from schemas.kafka import Record, consume_forever, tail
 from schemas.metrics import FrontendMetrics
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, decode_result
 
 log = logging.getLogger(__name__)
+# How many requests answered early are remembered until their committed copies arrive; an
+# entry whose copy never comes (its worker died before committing) is pushed out by newer ones.
+_EARLY_MEMORY = 65_536
 
 
 @dataclass(slots=True)
@@ -50,6 +59,8 @@ class ReplyRouter:
         self._tp = TopicPartition(Topics(settings.topic_prefix).results, settings.reply_partition)
         self._consumer: AIOKafkaConsumer | None = None
         self._waiting: dict[str, Pending] = {}
+        # request id (as the record key) -> committed copies still expected
+        self._answered_early: OrderedDict[bytes, int] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self.ready = False
 
@@ -97,16 +108,49 @@ class ReplyRouter:
         """The caller has its answer (or gave up)."""
         self._waiting.pop(request_id, None)
 
-    def _route(self, raw: bytes | None) -> None:
+    def deliver_early(self, raw: bytes | None) -> None:
+        """An early copy of a result: answer its caller if it still waits, else drop it."""
         try:
             result = decode_result(raw)
+        except WireError as exc:
+            log.warning("ignoring an early reply on the stream topic: %s", exc)
+            return
+        if not self._resolve(result):
+            return  # the committed copy came first, or nobody here waits for it
+        key = result.request_id.encode()
+        self._answered_early[key] = self._answered_early.get(key, 0) + 1
+        self._answered_early.move_to_end(key)
+        if len(self._answered_early) > _EARLY_MEMORY:
+            self._answered_early.popitem(last=False)
+
+    def _route(self, record: Record) -> None:
+        if record.key is not None and self._confirmed(record.key):
+            return
+        try:
+            result = decode_result(record.value)
         except WireError as exc:
             log.warning("ignoring a record on the results topic: %s", exc)
             self._metrics.results_unmatched.inc()
             return
+        if not self._resolve(result):
+            self._metrics.results_unmatched.inc()
+
+    def _confirmed(self, key: bytes) -> bool:
+        """True when this committed result's caller was already answered by an early copy."""
+        expected = self._answered_early.get(key)
+        if expected is None:
+            return False
+        if expected > 1:
+            self._answered_early[key] = expected - 1
+        else:
+            del self._answered_early[key]
+        return True
+
+    def _resolve(self, result: ResultMessage) -> bool:
+        """Hand the result to its waiting future; False when nobody waits for it."""
         pending = self._waiting.get(result.request_id)
         future = pending.futures.get(result.choice_index) if pending else None
         if future is None or future.done():
-            self._metrics.results_unmatched.inc()
-            return
+            return False
         future.set_result(result)
+        return True

@@ -1,10 +1,11 @@
-"""Streaming: text deltas from workers to the caller waiting on a server-sent event stream.
+"""The stream topic: text deltas for server-sent event streams, and early replies.
 
 Deltas travel on ``completions.stream`` to the front end's reply partition, outside Kafka
-transactions (they must flow while generation runs); the final text still comes as the
-transactional result. So the caller sees exactly the final text once: deltas are taken in
-``seq`` order per choice (duplicates and gaps dropped), and when the result arrives whatever
-the deltas did not carry is sent as one last delta.
+transactions (they must flow while generation runs); the final text still comes as a result.
+So the caller sees exactly the final text once: deltas are taken in ``seq`` order per choice
+(duplicates and gaps dropped), and when the result arrives whatever the deltas did not carry
+is sent as one last delta. Records marked ``kc-kind: result`` are early copies of results
+(see ``worker.streaming``); they go to the reply router.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.errors import WireError
-from schemas.kafka import consume_forever, tail
+from schemas.kafka import Record, consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import StreamChunk, decode_chunk
+from schemas.wire import KIND, KIND_RESULT, StreamChunk, decode_chunk
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,11 @@ class StreamState:
 class StreamRouter:
     """The stream-topic consumer of one front-end instance (its reply partition)."""
 
-    def __init__(self, settings: Settings, partition: int) -> None:
+    def __init__(
+        self, settings: Settings, partition: int, on_result: Callable[[bytes | None], None]
+    ) -> None:
         self._settings = settings
+        self._on_result = on_result
         self._tp = TopicPartition(Topics(settings.topic_prefix).stream, partition)
         self._streams: dict[str, StreamState] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -78,9 +83,12 @@ class StreamRouter:
         """The stream is over."""
         self._streams.pop(request_id, None)
 
-    def _route(self, raw: bytes | None) -> None:
+    def _route(self, record: Record) -> None:
+        if (KIND, KIND_RESULT) in record.headers:
+            self._on_result(record.value)
+            return
         try:
-            chunk = decode_chunk(raw)
+            chunk = decode_chunk(record.value)
         except WireError as exc:
             log.warning("ignoring a record on the stream topic: %s", exc)
             return

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
@@ -132,10 +132,13 @@ async def tail(
     return consumer
 
 
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
 async def consume_forever(
-    consumer: AIOKafkaConsumer, handle: Callable[[bytes | None], None], what: str
+    consumer: AIOKafkaConsumer, handle: Callable[[Record], None], what: str
 ) -> None:
-    """Hand every record's value to ``handle``; Kafka errors are logged and retried."""
+    """Hand every record to ``handle``; Kafka errors are logged and retried."""
     while True:
         try:
             batches = await consumer.getmany(timeout_ms=1000)
@@ -145,4 +148,4 @@ async def consume_forever(
             continue
         for records in batches.values():
             for record in records:
-                handle(record.value)
+                handle(record)

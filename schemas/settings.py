@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     worker_max_batch: Annotated[int, Field(ge=1, le=1024)] = 16
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 30.0
+    early_replies: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -35,7 +35,7 @@ from schemas.wire import decode_task
 from worker.backend import Backend
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
-from worker.publish import publish
+from worker.publish import publish, result_message
 from worker.streaming import Streamer, watch_cancellations
 from worker.task import Completion, DeadLetter, Delta, Failure, Outcome, Task
 
@@ -198,6 +198,8 @@ class ModelWorker:
                     continue
                 pending.pop(id(task), None)
                 self._streamer.forget(task)
+                if self._settings.early_replies and task.message.reply_partition is not None:
+                    await self._streamer.reply(task, result_message(task, event, self._worker_id))
                 self._finish(task, event)
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)

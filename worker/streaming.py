@@ -1,10 +1,18 @@
-"""Streaming and cancellation beside the transactional loop.
+"""Streaming, early replies and cancellation beside the transactional loop.
 
 Deltas of streaming tasks go to ``completions.stream`` at once, with an idempotent producer of
 their own (transactions would hold them back until commit). The final text still goes with
 the transaction, so a delta lost or repeated costs nothing but smoothness: the front end sends
-the caller exactly the final text. Cancellations come from ``completions.cancel``, which every
-worker reads whole (no group), from its end.
+the caller exactly the final text.
+
+Early replies: the moment a task of a waiting caller finishes, a copy of its result goes the
+same way (marked with the ``kc-kind: result`` header), so the caller is answered without
+waiting for the transaction and for the tasks ahead of it on its partition. The committed copy
+still follows on the results topic; the front end answers from whichever comes first. Being
+sent by the producer of the deltas, to the same partition, it arrives after them.
+
+Cancellations come from ``completions.cancel``, which every worker reads whole (no group),
+from its end.
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas.errors import WireError
-from schemas.kafka import client_options, consume_forever, tail
+from schemas.kafka import Record, client_options, consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import StreamChunk, decode_cancel, encode
+from schemas.wire import KIND, KIND_RESULT, ResultMessage, StreamChunk, decode_cancel, encode
 from worker.task import Task
 
 log = logging.getLogger(__name__)
@@ -54,13 +62,30 @@ class Streamer:
         chunk = StreamChunk(
             request_id=msg.request_id, choice_index=msg.choice_index, seq=seq, delta=text
         )
-        partition = msg.reply_partition if msg.reply_partition in self._partitions else None
         try:
-            await self._producer.send(
-                self._topics.stream, encode(chunk), msg.request_id.encode(), partition=partition
-            )
+            await self._send(task, encode(chunk))
         except KafkaError as exc:
             log.warning("dropping a delta of %s: %r", msg.request_id, exc)
+
+    async def reply(self, task: Task, result: ResultMessage) -> None:
+        """Queue the early copy of a result (not waiting: the committed copy is the backstop)."""
+        try:
+            await self._send(task, encode(result), [(KIND, KIND_RESULT)])
+        except KafkaError as exc:
+            log.debug("no early reply for %s: %r", task.message.request_id, exc)
+
+    async def _send(
+        self, task: Task, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        msg = task.message
+        partition = msg.reply_partition if msg.reply_partition in self._partitions else None
+        await self._producer.send(
+            self._topics.stream,
+            value,
+            msg.request_id.encode(),
+            partition=partition,
+            headers=headers,
+        )
 
     def forget(self, task: Task) -> None:
         """The task is over: drop its counter."""
@@ -74,9 +99,9 @@ async def watch_cancellations(settings: Settings, cancel: Callable[[str], None])
     consumer = await tail(settings, "kc-worker-cancel", topic)
     try:
 
-        def handle(raw: bytes | None) -> None:
+        def handle(record: Record) -> None:
             try:
-                cancel(decode_cancel(raw).request_id)
+                cancel(decode_cancel(record.value).request_id)
             except WireError as exc:
                 log.warning("ignoring a record on the cancel topic: %s", exc)
 

@@ -83,7 +83,7 @@ class _EchoPublisher(_RecordingPublisher):
                 worker_id="fake-worker",
                 choice=choice,
             )
-            self._front.replies._route(encode(result))
+            self._front.replies.deliver_early(encode(result))
 
 
 @pytest.fixture
@@ -413,6 +413,12 @@ def test_requests_are_counted_by_status(app: FastAPI) -> None:
     client.post(ROUTE, json=SPEC_EXAMPLE)
     metrics = client.get("/metrics").text
     assert 'kc_http_requests_total{model="",route="/v1/completion",status="401"} 1.0' in metrics
+    client.post(ROUTE, json={"prompt": "p", "model": ["echo", "made-up"]}, headers=AUTH)
+    metrics = client.get("/metrics").text
+    assert 'kc_http_requests_total{model="echo",route="/v1/completion",status="404"} 1.0' in metrics
+    assert 'model="unknown",route="/v1/completion",status="404"} 1.0' in metrics
+    assert "made-up" not in metrics, "a made-up model name became a label value"
+    assert 'kc_http_requests_total{model="",route="other",status="200"} 1.0' in metrics
 
 
 # --- body limits and overload -------------------------------------------------------------
@@ -439,6 +445,30 @@ def test_413_names_the_limit(app: FastAPI) -> None:
     error = _error(_client(app).post(ROUTE, json=body, headers=AUTH), 413)
     assert error["code"] == "body_too_large"
     assert str(limit) in error["message"] and error["value"] > limit
+
+
+def _chunked(body: bytes, piece: int = 65_536) -> Iterator[bytes]:
+    """A body sent without Content-Length (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), piece):
+        yield body[start : start + piece]
+
+
+def test_413_for_a_chunked_body_past_the_limit(app: FastAPI) -> None:
+    limit = app.state.front.settings.max_body_bytes
+    raw = json.dumps(SPEC_EXAMPLE | {"prompt": "x" * (limit + 1)}).encode()
+    headers = AUTH | {"Content-Type": "application/json"}
+    response = _client(app).post(ROUTE, content=_chunked(raw), headers=headers)
+    assert "content-length" not in {k.lower() for k in response.request.headers}
+    error = _error(response, 413)
+    assert error["code"] == "body_too_large" and error["value"] > limit
+
+
+def test_a_chunked_body_within_the_limit_reaches_the_route(app: FastAPI) -> None:
+    raw = json.dumps({"prompt": "p", "model": "echo", "temperature": 7}).encode()
+    headers = AUTH | {"Content-Type": "application/json"}
+    response = _client(app).post(ROUTE, content=_chunked(raw, 8), headers=headers)
+    error = _error(response, 422)  # the route read the whole body and validated it
+    assert error["param"] == "temperature" and error["value"] == 7
 
 
 def test_429_with_retry_after_past_the_in_flight_limit(app: FastAPI) -> None:
