@@ -6,9 +6,13 @@ tokens whatever it shares the batch with (up to float rounding). New rows are pr
 together (left-padded) and merged in, padding whichever side is shorter; finished rows are
 dropped at once and leading columns no live row uses are trimmed, so the cache holds
 ``rows x longest live row`` tokens. ``fits`` keeps that under a token budget for the rows'
-whole lives (prompt + max_tokens each). transformers' own continuous batching (5.x) carries
-per-request temperature and top_p but not presence/frequency penalties, stop strings or
-deadlines, hence this loop. Everything here blocks: it runs in the backend's inference thread.
+whole lives (prompt + max_tokens each). Rows admitted together that start alike share the
+prefill of their common start (``worker.prefix``): it sits in the leftmost columns, each row's
+own tokens right-aligned after it, with the padding between masked out.
+
+transformers' own continuous batching (5.x) carries per-request temperature and top_p but not
+presence/frequency penalties, stop strings or deadlines, hence this loop. Everything here
+blocks: it runs in the backend's inference thread.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from schemas.wire import Sampling
+from worker.prefix import Prefix, PrefixCache, common_length
 from worker.sampling import FinishReason, RowSampler, finish_reason
 
 
@@ -63,6 +68,7 @@ class DecodeBatch:
         decode: Callable[[list[int]], str],
         max_rows: int,
         token_budget: int,
+        prefixes: PrefixCache | None = None,
     ) -> None:
         self._model = model
         self._eos = frozenset(eos)
@@ -78,6 +84,8 @@ class DecodeBatch:
         self._next = torch.zeros(0, dtype=torch.long, device=self._device)
         self._sampler = RowSampler.of([], self._device)
         self._counts: torch.Tensor | None = None
+        self._prefixes = PrefixCache() if prefixes is None else prefixes
+        self.prefill_tokens_skipped = 0  # prompt tokens a shared prefix spared the prefill
 
     @property
     def cache_tokens(self) -> int:
@@ -146,22 +154,53 @@ class DecodeBatch:
         return rows
 
     def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        width = max(len(r.prompt) for r in joining)
-        ids = [[self._pad] * (width - len(r.prompt)) + r.prompt for r in joining]
-        mask = [[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in joining]
+        prompts = [r.prompt for r in joining]
+        prefix = self._shared_prefix(prompts)
+        shared = len(prefix.tokens) if prefix else 0
+        own = [p[shared:] for p in prompts]
+        width = max(len(o) for o in own)
+        ids = [[self._pad] * (width - len(o)) + o for o in own]
+        mask = [[1] * shared + [0] * (width - len(o)) + [1] * len(o) for o in own]
         input_ids = torch.tensor(ids, dtype=torch.long, device=self._device)
         attention = torch.tensor(mask, dtype=torch.long, device=self._device)
         cache = DynamicCache(config=self._model.config)
+        if prefix is not None:
+            rows = len(joining)
+            for layer, (keys, values) in enumerate(prefix.kv):
+                cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
         with torch.inference_mode():
             out = self._model(
                 input_ids=input_ids,
                 attention_mask=attention,
-                position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
+                position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0)[:, shared:],
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
         return cache, attention, out.logits[:, -1, :]
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> Prefix | None:
+        """A kept prefix all the prompts start with, or their common start computed now."""
+        kept = self._prefixes.find(prompts)
+        common = common_length(prompts) if len(prompts) > 1 else 0
+        gain = common - (len(kept.tokens) if kept else 0)
+        if gain < self._prefixes.min_tokens:
+            if kept is not None:
+                self.prefill_tokens_skipped += len(kept.tokens) * len(prompts)
+            return kept
+        tokens = tuple(prompts[0][:common])
+        cache: Any = DynamicCache(config=self._model.config)
+        with torch.inference_mode():
+            self._model(
+                input_ids=torch.tensor([tokens], dtype=torch.long, device=self._device),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        prefix = Prefix(tokens, tuple((layer.keys, layer.values) for layer in cache.layers))
+        self._prefixes.add(prefix)
+        self.prefill_tokens_skipped += common * (len(prompts) - 1)
+        return prefix
 
     def _merge(
         self,

@@ -11,6 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from tests.unit.factories import sampling
 from worker.decode import DecodeBatch, Row
+from worker.prefix import Prefix, PrefixCache, common_length
 
 _VOCAB = 48
 
@@ -192,3 +193,91 @@ def test_removed_rows_leave_and_the_others_decode_on_unchanged(model: Any) -> No
     assert batch.rows == [kept]
     _run(batch)
     assert kept.tokens == _reference(model, _LONG, 10)
+
+
+# --- shared prefixes ----------------------------------------------------------------------
+
+_START = [40, 41, 42, 43, 44]  # a "system turn" several prompts begin with
+
+
+def _input_tokens(model: Any) -> tuple[list[int], Any]:
+    """Counts the tokens of every forward pass of ``model`` (remove the returned handle)."""
+    seen: list[int] = []
+
+    def hook(_: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids: torch.Tensor = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        seen.append(int(ids.numel()))
+
+    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_rows_sharing_a_start_prefill_it_once_and_decode_as_alone(model: Any) -> None:
+    batch = _batch(model, prefixes=PrefixCache(min_tokens=3))
+    rows = [_greedy([*_START, 7, 8, 9], 8), _greedy([*_START, 30], 8), _greedy(_START + _MID, 8)]
+    seen, handle = _input_tokens(model)
+    try:
+        batch.admit(rows)
+    finally:
+        handle.remove()
+    own = max(len(r.prompt) - len(_START) for r in rows)
+    assert seen == [len(_START), len(rows) * own], "the start once, then each row's own tokens"
+    assert batch.prefill_tokens_skipped == len(_START) * (len(rows) - 1)
+    _run(batch)
+    for row in rows:
+        assert row.tokens == _reference(model, row.prompt, 8)
+
+
+def test_a_kept_prefix_serves_a_row_joining_later(model: Any) -> None:
+    batch = _batch(model, prefixes=PrefixCache(min_tokens=3))
+    first = [_greedy([*_START, 7, 8], 12), _greedy([*_START, 9], 12)]
+    batch.admit(first)
+    batch.step()
+    late = _greedy([*_START, 20, 21, 22], 6)
+    seen, handle = _input_tokens(model)
+    try:
+        batch.admit([late])
+    finally:
+        handle.remove()
+    assert seen == [3], "only the late row's own tokens were prefilled"
+    _run(batch)
+    for row in [*first, late]:
+        assert row.tokens == _reference(model, row.prompt, row.sampling.max_tokens)
+
+
+def test_short_common_starts_are_prefilled_as_usual(model: Any) -> None:
+    batch = _batch(model, prefixes=PrefixCache(min_tokens=3))
+    rows = [_greedy([40, 41, 7], 4), _greedy([40, 41, 8, 9], 4)]
+    batch.admit(rows)
+    assert batch.prefill_tokens_skipped == 0
+    _run(batch)
+    assert [r.tokens for r in rows] == [_reference(model, r.prompt, 4) for r in rows]
+
+
+def test_common_length_leaves_every_prompt_a_token_of_its_own() -> None:
+    assert common_length([[1, 2, 3], [1, 2, 4]]) == 2
+    assert common_length([[1, 2], [1, 2, 3]]) == 1
+    assert common_length([[1, 2, 3]]) == 2
+    assert common_length([[5], [1, 2]]) == 0
+
+
+def _prefix(tokens: list[int]) -> Prefix:
+    empty = torch.zeros(1, 1, len(tokens), 1)
+    return Prefix(tuple(tokens), ((empty, empty),))
+
+
+def test_the_prefix_cache_picks_the_longest_match_and_stays_bounded() -> None:
+    kept = PrefixCache(min_tokens=1, max_prefixes=2, max_tokens=10)
+    kept.add(_prefix([1, 2]))
+    kept.add(_prefix([1, 2, 3, 4]))
+    found = kept.find([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]])
+    assert found is not None and found.tokens == (1, 2, 3, 4)
+    found = kept.find([[1, 2, 3, 4], [1, 2, 9]])  # a prompt must go beyond the prefix
+    assert found is not None and found.tokens == (1, 2)
+    assert kept.find([[7, 8, 9]]) is None
+    kept.add(_prefix([5, 6, 7]))  # three entries: the least recently used, [1, 2, 3, 4], goes
+    found = kept.find([[1, 2, 3, 4, 5]])
+    assert len(kept) == 2 and found is not None and found.tokens == (1, 2)
+    kept.add(_prefix(list(range(9))))  # 2 + 3 + 9 tokens > 10: both older ones go
+    assert len(kept) == 1 and kept.tokens == 9
+    kept.add(_prefix(list(range(11))))  # longer than the whole bound: not kept
+    assert kept.tokens == 9
