@@ -49,7 +49,7 @@ async def _all(quick: bool, only: set[str]) -> list[Run]:
             requests = 16 if quick else 64
             runs += await b1(bootstrap, requests, 4 if quick else 16, [1, 8, 32])
         if "B2" in only:
-            rates = [250.0, 500.0, 1000.0, 1500.0, 2000.0]
+            rates = [250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0]
             runs += await b2(bootstrap, 100.0, rates, 5.0 if quick else 30.0)
         if "B3" in only:
             runs += await b3(bootstrap, 2000 if quick else 10_000)

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_id: str | None = None
-    worker_max_batch: Annotated[int, Field(ge=1, le=1024)] = 16
+    worker_max_batch: Annotated[int, Field(ge=1, le=1024)] = 32
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 30.0
     early_replies: bool = True

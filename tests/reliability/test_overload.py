@@ -19,6 +19,7 @@ from tests.reliability.support import AUTH, process, process_env, wait_ready
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 LIMIT = 32  # KC_MAX_IN_FLIGHT; one local worker holds 2 x KC_WORKER_MAX_BATCH (16) = 32 too
+BATCH = "16"
 BURST = 10 * LIMIT
 BURSTS = 3
 MiB = 1024 * 1024
@@ -50,7 +51,9 @@ async def _until_live(client: httpx.AsyncClient) -> None:
 async def test_bursts_are_bounded_refused_and_survived(settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     front_settings = settings.model_copy(update={"max_in_flight": LIMIT, "request_timeout_s": 120})
-    env = process_env(front_settings, KC_PORT=str(port), KC_LOG_LEVEL="WARNING")
+    env = process_env(
+        front_settings, KC_PORT=str(port), KC_LOG_LEVEL="WARNING", KC_WORKER_MAX_BATCH=BATCH
+    )
     limits = httpx.Limits(max_connections=BURST + 10, max_keepalive_connections=BURST + 10)
     with (
         process(["worker", "--model", LOCAL], env, tmp_path / "worker.log"),
