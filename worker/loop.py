@@ -198,9 +198,9 @@ class ModelWorker:
                     continue
                 pending.pop(id(task), None)
                 self._streamer.forget(task)
+                self._finish(task, event)
                 if self._settings.early_replies and task.message.reply_partition is not None:
                     await self._streamer.reply(task, result_message(task, event, self._worker_id))
-                self._finish(task, event)
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)
             for task in pending.values():
