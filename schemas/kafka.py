@@ -101,7 +101,10 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     admin = AIOKafkaAdminClient(**client_options(settings, "kc-admin"))
     try:
         await admin.start()
-        response = await admin.create_topics(topic_layout(settings, models))
+        layout = topic_layout(settings, models)
+        response = await admin.create_topics(layout)
+        created = {name for name, code, *_ in response.topic_errors if code == 0}
+        await _wait_until_served(settings, [t for t in layout if t.name in created])
     except KafkaError as exc:
         await check_credentials(settings)
         raise BrokerUnavailable(
@@ -113,6 +116,24 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     for name, code, *rest in response.topic_errors:
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise BrokerUnavailable(f"cannot create topic {name}: error {code} {rest}")
+
+
+async def _wait_until_served(settings: Settings, topics: list[NewTopic]) -> None:
+    """Return once every partition of new topics answers offset lookups.
+
+    Right after creation a broker may answer "not leader" for a moment, and consumers that
+    look up offsets then log errors while they retry. ``end_offsets`` retries quietly.
+    """
+    if not topics:
+        return
+    probe = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings, "kc-admin-probe"))
+    await probe.start()
+    try:
+        await probe.end_offsets(
+            [TopicPartition(t.name, p) for t in topics for p in range(t.num_partitions)]
+        )
+    finally:
+        await probe.stop()
 
 
 async def tail(

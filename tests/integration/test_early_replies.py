@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,9 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
+from schemas.kafka import ensure_topics, tail
 from schemas.settings import Settings
+from schemas.topics import Topics
+from tests.conftest import make_settings
 from tests.integration.harness import committed_results, front_end, wait_live, worker
 from worker.loop import ModelWorker
 
@@ -103,3 +107,20 @@ async def test_strict_mode_answers_only_from_committed_results(
         response = await asyncio.wait_for(call, 10)
         assert response.status_code == 200, response.text
         assert await _unmatched(client) == 0
+
+
+async def test_new_topics_are_ready_when_ensure_topics_returns(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Clients that look up offsets of a topic whose leader is not elected yet log errors
+    # ("not leader for partition") and retry; ensure_topics waits for the leaders instead.
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            fresh = make_settings(kafka_bootstrap, results_partitions=8)
+            await ensure_topics(fresh, ["echo"])
+            topics = Topics(fresh.topic_prefix)
+            partitions = [TopicPartition(topics.results, p) for p in range(8)]
+            consumer = await tail(fresh, "kc-test-tail", *partitions)
+            await consumer.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
