@@ -17,6 +17,10 @@ from tests.reliability.support import process, process_env, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 REQUESTS = 200
+# Enough work that the load outlasts the second worker's start (a model load) and the
+# first one's drain; 16-row batches keep it from finishing first on a fast machine.
+NEW_TOKENS = 24
+BATCH = "16"
 
 
 async def _live_workers(client: httpx.AsyncClient) -> int:
@@ -37,9 +41,9 @@ def _done(calls: list[asyncio.Task[httpx.Response]]) -> int:
 
 async def test_join_and_graceful_leave_under_load(settings: Settings, tmp_path: Path) -> None:
     patient = settings.model_copy(update={"request_timeout_s": 400, "drain_timeout_s": 20})
-    env = process_env(patient)
+    env = process_env(patient, KC_WORKER_MAX_BATCH=BATCH)
     limits = httpx.Limits(max_connections=REQUESTS + 10, max_keepalive_connections=REQUESTS + 10)
-    body = spec_body(model=LOCAL, max_tokens=4, stop=None)
+    body = spec_body(model=LOCAL, max_tokens=NEW_TOKENS, stop=None)
     marks: dict[str, int] = {}
     with process(["worker", "--model", LOCAL], env, tmp_path / "a.log") as first:
         async with front_end(patient) as client:
