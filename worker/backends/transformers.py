@@ -2,7 +2,7 @@
 
 Tasks go to an inbox; one inference thread runs a ``worker.decode.DecodeBatch`` and, between
 decode steps, admits waiting tasks while the row cap (``KC_WORKER_MAX_BATCH``) and the token
-budget (``TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
+budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
 bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (two-core
@@ -36,10 +36,6 @@ from worker.weights import checkpoint_dir
 
 log = logging.getLogger(__name__)
 
-# KV-cache slots (rows x longest row life, prompt + max_tokens) one running batch may plan
-# for; SmolLM2-135M keeps ~23 KB per slot in bf16, so 65,536 slots are ~1.5 GB. A constant
-# until it earns a setting.
-TOKEN_BUDGET = 65_536
 # Prefilling rows one at a time costs a forward pass each; while the batch is busy, waiting
 # rows are admitted together once this many decode steps passed since the first of them came
 # (see ``should_admit``).
@@ -60,7 +56,9 @@ class _Waiting:
 class TransformersBackend:
     """A causal LM decoding a continuous batch in one inference thread."""
 
-    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, max_batch: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, model: Any, tokenizer: Any, max_batch: int, token_budget: int
+    ) -> None:
         self._spec = spec
         self._model = model
         self._tokenizer = tokenizer
@@ -75,7 +73,7 @@ class TransformersBackend:
             pad=pad if pad is not None else min(self._eos),
             decode=self._decode,
             max_rows=max_batch,
-            token_budget=TOKEN_BUDGET,
+            token_budget=token_budget,
         )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kc-infer-{spec.name}")
         self._inbox: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
@@ -91,7 +89,7 @@ class TransformersBackend:
         device = _pick_device(settings.device)
         model, tokenizer = await asyncio.to_thread(_load, spec, settings, device)
         log.info("%s loaded on %s", spec.name, device)
-        return cls(spec, model, tokenizer, settings.worker_max_batch)
+        return cls(spec, model, tokenizer, settings.worker_max_batch, settings.worker_token_budget)
 
     @property
     def capacity(self) -> int:

@@ -117,3 +117,11 @@ def test_a_bad_secret_value_is_never_shown(overrides: dict[str, Any]) -> None:
     assert "12345" not in message
     assert "<hidden>" in message
     assert "API_KEY" in message
+
+
+def test_the_worker_token_budget_is_a_setting_with_a_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KC_WORKER_TOKEN_BUDGET", "4096")
+    assert load_settings().worker_token_budget == 4096
+    monkeypatch.setenv("KC_WORKER_TOKEN_BUDGET", "100")
+    with pytest.raises(ConfigError, match="KC_WORKER_TOKEN_BUDGET='100'"):
+        load_settings()
