@@ -55,7 +55,6 @@ class PrefixCache:
         self._max_prefixes = max_prefixes
         self._max_tokens = max_tokens
         self._entries: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
-        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -71,7 +70,6 @@ class PrefixCache:
                 best = prefix
         if best is not None:
             self._entries.move_to_end(best.tokens)
-            self.hits += 1
         return best
 
     def add(self, prefix: Prefix) -> None:
