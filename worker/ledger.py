@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.task import DeadLetter, Outcome, Task
+from schemas.wire import ResultMessage
+from worker.task import DeadLetter, Task
 
-Decision = tuple[Task, Outcome] | DeadLetter
+Decision = tuple[Task, ResultMessage] | DeadLetter
 TP = tuple[str, int]
 
 

@@ -31,7 +31,7 @@ from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import decode_task
+from schemas.wire import ResultMessage, decode_task
 from worker.backend import Backend
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
@@ -198,15 +198,16 @@ class ModelWorker:
                     continue
                 pending.pop(id(task), None)
                 self._streamer.forget(task)
-                self._finish(task, event)
+                result = self._finish(task, event)
                 if self._settings.early_replies and task.message.reply_partition is not None:
-                    await self._streamer.reply(task, result_message(task, event, self._worker_id))
+                    await self._streamer.reply(task, result)
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)
             for task in pending.values():
                 self._finish(task, Failure("backend_error", f"{self._spec.name} failed: {exc}"))
 
-    def _finish(self, task: Task, outcome: Outcome) -> None:
+    def _finish(self, task: Task, outcome: Outcome) -> ResultMessage:
+        """Log, count and decide a task's outcome; the result message the ledger now holds."""
         model = self._spec.name
         msg = task.message
         result = "done" if isinstance(outcome, Completion) else outcome.code
@@ -227,7 +228,9 @@ class ModelWorker:
             self._metrics.prompt_tokens.labels(model).inc(outcome.prompt_tokens)
             self._metrics.completion_tokens.labels(model).inc(outcome.completion_tokens)
             self._metrics.generation_time.labels(model).observe(outcome.prediction_time_ms / 1000)
-        self._decide((task.topic, task.partition), task.offset, (task, outcome))
+        message = result_message(task, outcome, self._worker_id)
+        self._decide((task.topic, task.partition), task.offset, (task, message))
+        return message
 
     def _decide(self, tp: TP, offset: int, decision: Decision) -> None:
         if self._ledger.decide(tp, offset, decision):
@@ -246,7 +249,7 @@ class ModelWorker:
             return
         try:
             async with producer.transaction():
-                await publish(producer, self._topics, self._worker_id, ready)
+                await publish(producer, self._topics, ready)
                 offsets = {TopicPartition(r.topic, r.partition): r.commit_offset for r in ready}
                 await producer.send_offsets_to_transaction(offsets, self._group)
         except ProducerFenced:
@@ -267,8 +270,8 @@ class ModelWorker:
                 if isinstance(decision, DeadLetter):
                     self._metrics.dead_letters.labels(model).inc()
                     outcome = "dead_lettered"
-                elif isinstance(decision[1], Failure):
-                    outcome = decision[1].code
+                elif (error := decision[1].error) is not None:
+                    outcome = error.code
                 else:
                     outcome = "done"
                 self._metrics.tasks.labels(model, outcome).inc()

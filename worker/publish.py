@@ -13,9 +13,7 @@ from worker.ledger import Ready
 from worker.task import Completion, DeadLetter, Outcome, Task
 
 
-async def publish(
-    producer: AIOKafkaProducer, topics: Topics, worker_id: str, ready: list[Ready]
-) -> None:
+async def publish(producer: AIOKafkaProducer, topics: Topics, ready: list[Ready]) -> None:
     """Send every decision of ``ready`` (inside the caller's transaction) and wait for them."""
     results_partitions = await producer.partitions_for(topics.results)
     sends = []
@@ -30,10 +28,10 @@ async def publish(
                     await producer.send(topics.dlq, decision.value, decision.key, headers=headers)
                 )
                 continue
-            task, outcome = decision
+            task, result = decision
             reply = task.message.reply_partition
             partition = reply if reply in results_partitions else None
-            value = encode(result_message(task, outcome, worker_id))
+            value = encode(result)
             key = task.message.request_id.encode()
             sends.append(await producer.send(topics.results, value, key, partition=partition))
     await asyncio.gather(*sends)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.unit.factories import task
 from worker.ledger import Decision, Ledger, Ready
+from worker.publish import result_message
 from worker.task import Completion, DeadLetter, Failure
 
 A = ("completions.requests.echo", 0)
@@ -18,11 +19,13 @@ def _done(offset: int, tp: tuple[str, int] = A) -> Decision:
         completion_tokens=1,
         prediction_time_ms=0,
     )
-    return task(offset=offset, partition=tp[1]), completion
+    done = task(offset=offset, partition=tp[1])
+    return done, result_message(done, completion, "w")
 
 
 def _failed(offset: int) -> Decision:
-    return task(offset=offset), Failure(code="backend_error", message="boom")
+    failed = task(offset=offset)
+    return failed, result_message(failed, Failure(code="backend_error", message="boom"), "w")
 
 
 def _dead(offset: int) -> Decision:
