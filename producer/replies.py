@@ -21,10 +21,10 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.errors import ConfigError, WireError
-from schemas.kafka import Record, consume_forever, tail
+from schemas.kafka import Record, Tail
 from schemas.metrics import FrontendMetrics
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -57,11 +57,10 @@ class ReplyRouter:
         self._settings = settings
         self._metrics = metrics
         self._tp = TopicPartition(Topics(settings.topic_prefix).results, settings.reply_partition)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._tail = Tail()
         self._waiting: dict[str, Pending] = {}
         # request id (as the record key) -> committed copies still expected
         self._answered_early: OrderedDict[bytes, int] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
         self.ready = False
 
     @property
@@ -76,23 +75,15 @@ class ReplyRouter:
                 f"KC_REPLY_PARTITION={self._tp.partition}: {self._tp.topic} has partitions "
                 f"0..{len(partitions) - 1}"
             )
-        # Made here, not in __init__: aiokafka clients bind to the running loop.
-        consumer = await tail(self._settings, "kc-frontend-replies", self._tp, committed_only=True)
-        self._consumer = consumer
-        self._task = asyncio.create_task(
-            consume_forever(consumer, self._route, "results"), name="kc-replies"
+        await self._tail.start(
+            self._settings, "kc-frontend-replies", self._route, self._tp, committed_only=True
         )
         self.ready = True
 
     async def stop(self) -> None:
         """Stop consuming; waiting callers are cancelled."""
         self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._tail.stop()
         for pending in self._waiting.values():
             for future in pending.futures.values():
                 future.cancel()

@@ -11,15 +11,14 @@ is sent as one last delta. Records marked ``kc-kind: result`` are early copies o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.errors import WireError
-from schemas.kafka import Record, consume_forever, tail
+from schemas.kafka import Record, Tail
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import KIND, KIND_RESULT, StreamChunk, decode_chunk
@@ -53,25 +52,15 @@ class StreamRouter:
         self._on_result = on_result
         self._tp = TopicPartition(Topics(settings.topic_prefix).stream, partition)
         self._streams: dict[str, StreamState] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tail = Tail()
 
     async def start(self) -> None:
         """Assign the partition and read from its end."""
-        consumer = await tail(self._settings, "kc-frontend-stream", self._tp)
-        self._consumer = consumer
-        self._task = asyncio.create_task(
-            consume_forever(consumer, self._route, "stream"), name="kc-stream"
-        )
+        await self._tail.start(self._settings, "kc-frontend-stream", self._route, self._tp)
 
     async def stop(self) -> None:
         """Stop consuming."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._tail.stop()
 
     def open(self, request_id: str) -> StreamState:
         """Start receiving the deltas of a request (before its tasks are sent)."""

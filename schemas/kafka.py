@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Iterable
@@ -170,3 +171,36 @@ async def consume_forever(
         for records in batches.values():
             for record in records:
                 handle(record)
+
+
+class Tail:
+    """Partitions read from their end by a background task that hands every record on."""
+
+    def __init__(self) -> None:
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(
+        self,
+        settings: Settings,
+        client_id: str,
+        handle: Callable[[Record], None],
+        *tps: TopicPartition,
+        committed_only: bool = False,
+    ) -> None:
+        """Assign ``tps``, position at their ends and start handing records to ``handle``."""
+        # Made here, not in __init__: aiokafka clients bind to the running loop.
+        consumer = await tail(settings, client_id, *tps, committed_only=committed_only)
+        self._consumer = consumer
+        self._task = asyncio.create_task(
+            consume_forever(consumer, handle, client_id), name=client_id
+        )
+
+    async def stop(self) -> None:
+        """Stop reading and disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
