@@ -14,6 +14,17 @@ from schemas.settings import Settings
 from tests.kafka_fixture import jar_cache_dir, kafka_broker
 
 API_KEY = "kc-test-key-5f3b0c"
+# The request body of API-SPEC.md's example, verbatim.
+SPEC_EXAMPLE: dict[str, Any] = {
+    "prompt": "Once upon a time",
+    "model": ["gpt-4", "llama-2-70b"],
+    "max_tokens": 50,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "stop": ["."],
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.5,
+}
 
 
 @pytest.fixture(scope="session")

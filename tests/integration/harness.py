@@ -26,7 +26,7 @@ from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, decode_result
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, SPEC_EXAMPLE
 from worker.backend import Backend
 from worker.loop import ModelWorker
 from worker.service import serve_models
@@ -132,18 +132,7 @@ async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[Res
 
 def spec_body(**overrides: Any) -> dict[str, Any]:
     """The API-SPEC example body, on the local model unless overridden."""
-    body: dict[str, Any] = {
-        "prompt": "Once upon a time",
-        "model": [LOCAL, LOCAL],
-        "max_tokens": 50,
-        "temperature": 0.7,
-        "top_p": 0.8,
-        "stop": ["."],
-        "presence_penalty": 0.5,
-        "frequency_penalty": -0.5,
-    }
-    body.update(overrides)
-    return body
+    return {**SPEC_EXAMPLE, "model": [LOCAL, LOCAL], **overrides}
 
 
 @contextlib.asynccontextmanager

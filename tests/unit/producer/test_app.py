@@ -27,6 +27,7 @@ from producer.auth import key_id
 from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 from schemas.wire import ChoiceResult, ResultMessage, TaskMessage, encode
+from tests.conftest import SPEC_EXAMPLE
 from tests.unit.factories import task
 from worker.backends.echo import EchoBackend, echo_text
 from worker.task import Completion
@@ -34,16 +35,6 @@ from worker.task import Completion
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ROUTE = "/v1/completion"
-SPEC_EXAMPLE: dict[str, Any] = {
-    "prompt": "Once upon a time",
-    "model": ["gpt-4", "llama-2-70b"],
-    "max_tokens": 50,
-    "temperature": 0.7,
-    "top_p": 0.8,
-    "stop": ["."],
-    "presence_penalty": 0.5,
-    "frequency_penalty": -0.5,
-}
 
 
 class _RecordingPublisher:

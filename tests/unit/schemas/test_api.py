@@ -21,6 +21,7 @@ from schemas.api import (
     CompletionResponse,
     Usage,
 )
+from tests.conftest import SPEC_EXAMPLE
 
 _FLOAT_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
@@ -42,18 +43,8 @@ def _locs(errors: list[Any]) -> set[str]:
 
 
 def test_the_spec_example_is_accepted_as_written() -> None:
-    body = {
-        "prompt": "Once upon a time",
-        "model": ["gpt-4", "llama-2-70b"],
-        "max_tokens": 50,
-        "temperature": 0.7,
-        "top_p": 0.8,
-        "stop": ["."],
-        "presence_penalty": 0.5,
-        "frequency_penalty": -0.5,
-    }
-    request = CompletionRequest.model_validate_json(json.dumps(body))
-    assert request.model_dump() == body
+    request = CompletionRequest.model_validate_json(json.dumps(SPEC_EXAMPLE))
+    assert request.model_dump() == SPEC_EXAMPLE
 
 
 def test_defaults_of_optional_fields() -> None:
