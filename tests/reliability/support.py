@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,6 +25,21 @@ from tests.conftest import API_KEY
 from tests.integration.harness import committed_results
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@contextlib.asynccontextmanager
+async def concurrent_calls(
+    client: httpx.AsyncClient, body: dict[str, Any], count: int
+) -> AsyncIterator[list[asyncio.Task[httpx.Response]]]:
+    """``count`` completions posted at once, each on a connection of its own, to the front end
+    ``client`` talks to; yields their tasks once the first is answered."""
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    async with httpx.AsyncClient(
+        base_url=client.base_url, headers=client.headers, timeout=420, limits=limits
+    ) as wide:
+        calls = [asyncio.create_task(wide.post("/v1/completion", json=body)) for _ in range(count)]
+        await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED, timeout=300)
+        yield calls
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:

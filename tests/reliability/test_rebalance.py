@@ -13,7 +13,7 @@ import pytest
 
 from schemas.settings import Settings
 from tests.integration.harness import LOCAL, committed_results, front_end, spec_body
-from tests.reliability.support import process, process_env, tally
+from tests.reliability.support import concurrent_calls, process, process_env, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 REQUESTS = 200
@@ -42,20 +42,12 @@ def _done(calls: list[asyncio.Task[httpx.Response]]) -> int:
 async def test_join_and_graceful_leave_under_load(settings: Settings, tmp_path: Path) -> None:
     patient = settings.model_copy(update={"request_timeout_s": 400, "drain_timeout_s": 20})
     env = process_env(patient, KC_WORKER_MAX_BATCH=BATCH)
-    limits = httpx.Limits(max_connections=REQUESTS + 10, max_keepalive_connections=REQUESTS + 10)
     body = spec_body(model=LOCAL, max_tokens=NEW_TOKENS, stop=None)
     marks: dict[str, int] = {}
     with process(["worker", "--model", LOCAL], env, tmp_path / "a.log") as first:
         async with front_end(patient) as client:
             await _until_workers(client, 1)
-            async with httpx.AsyncClient(
-                base_url=client.base_url, headers=client.headers, timeout=420, limits=limits
-            ) as wide:
-                calls = [
-                    asyncio.create_task(wide.post("/v1/completion", json=body))
-                    for _ in range(REQUESTS)
-                ]
-                await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED, timeout=300)
+            async with concurrent_calls(client, body, REQUESTS) as calls:
                 marks["before join"] = _done(calls)
                 with process(["worker", "--model", LOCAL], env, tmp_path / "b.log"):
                     await _until_workers(client, 2)

@@ -8,12 +8,17 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from schemas.settings import Settings
 from tests.integration.harness import LOCAL, committed_results, front_end, spec_body, wait_live
-from tests.reliability.support import process, process_env, stop_process, tally
+from tests.reliability.support import (
+    concurrent_calls,
+    process,
+    process_env,
+    stop_process,
+    tally,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 REQUESTS = 500
@@ -22,19 +27,11 @@ REQUESTS = 500
 async def test_sigkill_under_500_in_flight(settings: Settings, tmp_path: Path) -> None:
     patient = settings.model_copy(update={"request_timeout_s": 400})
     env = process_env(patient)
-    limits = httpx.Limits(max_connections=REQUESTS + 10, max_keepalive_connections=REQUESTS + 10)
     body = spec_body(model=LOCAL, max_tokens=4, stop=None)
     with process(["worker", "--model", LOCAL], env, tmp_path / "first.log") as first:
         async with front_end(patient) as client:
             await wait_live(client, LOCAL)
-            async with httpx.AsyncClient(
-                base_url=client.base_url, headers=client.headers, timeout=420, limits=limits
-            ) as wide:
-                calls = [
-                    asyncio.create_task(wide.post("/v1/completion", json=body))
-                    for _ in range(REQUESTS)
-                ]
-                await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED, timeout=300)
+            async with concurrent_calls(client, body, REQUESTS) as calls:
                 before_kill = sum(c.done() for c in calls)
                 assert 0 < before_kill < REQUESTS, before_kill
                 first.send_signal(signal.SIGKILL)
