@@ -26,6 +26,7 @@ import email.utils
 import logging
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -211,6 +212,53 @@ class VendorGate:
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secret)
+
+
+class GatedBackend(ABC):
+    """The ``Backend`` surface every vendor backend shares, all of it through its gate.
+
+    A subclass gives ``_attempt`` (one call), ``_classify`` (its SDK's exceptions as faults)
+    and ``aclose``.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        vendor: str,
+        key: str,
+        policy: RetryPolicy | None,
+        metrics: WorkerMetrics | None,
+    ) -> None:
+        self._spec = spec
+        self._gate = VendorGate(spec, vendor, self._classify, key, policy, metrics)
+
+    @property
+    def capacity(self) -> int:
+        """As many tasks in flight as the registry lets this model call at once."""
+        return self._spec.max_concurrency
+
+    def throttled_until(self) -> float:
+        """Until when the vendor asked us (429) to hold off."""
+        return self._gate.throttled_until()
+
+    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
+        """Call the vendor for every task; yield each outcome as it comes."""
+        return self._gate.run(tasks, self._attempt)
+
+    def cancel(self, request_id: str) -> None:  # noqa: B027 (deliberately nothing to do)
+        """Vendor calls are short and already paid for once sent; a cancelled task finishes."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the SDK's connections."""
+
+    @abstractmethod
+    async def _attempt(self, task: Task) -> Completion | Fault:
+        """One vendor call for ``task``."""
+
+    @abstractmethod
+    def _classify(self, exc: Exception) -> Fault:
+        """The SDK's exception as a fault."""
 
 
 def scrub(text: str, secret: str) -> str:

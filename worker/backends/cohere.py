@@ -28,7 +28,6 @@ Retries, limits and error messages: ``worker.vendor``; the SDK's own retries are
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import cohere
@@ -42,11 +41,11 @@ from schemas.settings import Settings
 from schemas.wire import Sampling
 from worker.prompting import conversation
 from worker.stops import cut_at_stop
-from worker.task import Completion, Outcome, Task
+from worker.task import Completion, Task
 from worker.vendor import (
     Fault,
+    GatedBackend,
     RetryPolicy,
-    VendorGate,
     api_key,
     detail,
     malformed,
@@ -66,7 +65,7 @@ _MESSAGE: dict[str, Any] = {
 _FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length", "TOOL_CALL": "stop"}
 
 
-class CohereBackend:
+class CohereBackend(GatedBackend):
     """Completions from Cohere's v2 chat for one public model."""
 
     def __init__(
@@ -77,7 +76,7 @@ class CohereBackend:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         key = api_key(spec, settings)
-        self._spec = spec
+        super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
         self._base_url = spec.base_url or settings.co_api_url or DEFAULT_BASE_URL
         self._http = httpx.AsyncClient(timeout=spec.timeout_s)
@@ -89,23 +88,6 @@ class CohereBackend:
             httpx_client=self._http,
             log_warning_experimental_features=False,
         )
-        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy, metrics)
-
-    @property
-    def capacity(self) -> int:
-        """As many tasks in flight as the registry lets this model call at once."""
-        return self._spec.max_concurrency
-
-    def throttled_until(self) -> float:
-        """Until when Cohere asked us (429) to hold off."""
-        return self._gate.throttled_until()
-
-    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
-        """Call Cohere for every task; yield each outcome as it comes."""
-        return self._gate.run(tasks, self._attempt)
-
-    def cancel(self, request_id: str) -> None:
-        """Vendor calls are short and already paid for once sent; a cancelled task finishes."""
 
     async def aclose(self) -> None:
         """Close the SDK's connections."""

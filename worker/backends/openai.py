@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import openai
@@ -34,11 +33,11 @@ from schemas.settings import Settings
 from schemas.wire import Sampling
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
-from worker.task import Completion, Outcome, Task
+from worker.task import Completion, Task
 from worker.vendor import (
     Fault,
+    GatedBackend,
     RetryPolicy,
-    VendorGate,
     api_key,
     detail,
     malformed,
@@ -59,7 +58,7 @@ _FINISH = {
 }
 
 
-class OpenAIBackend:
+class OpenAIBackend(GatedBackend):
     """Completions from OpenAI's API (or a compatible server) for one public model."""
 
     def __init__(
@@ -70,32 +69,15 @@ class OpenAIBackend:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         key = api_key(spec, settings)
-        self._spec = spec
+        super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
         self._base_url = spec.base_url or settings.openai_base_url or DEFAULT_BASE_URL
         # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
         )
-        self._gate = VendorGate(spec, VENDOR, self._classify, key, policy, metrics)
         self._served: str | None = None
         self._lookup = asyncio.Lock()
-
-    @property
-    def capacity(self) -> int:
-        """As many tasks in flight as the registry lets this model call at once."""
-        return self._spec.max_concurrency
-
-    def throttled_until(self) -> float:
-        """Until when OpenAI asked us (429) to hold off."""
-        return self._gate.throttled_until()
-
-    def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Outcome]]:
-        """Call OpenAI for every task; yield each outcome as it comes."""
-        return self._gate.run(tasks, self._attempt)
-
-    def cancel(self, request_id: str) -> None:
-        """Vendor calls are short and already paid for once sent; a cancelled task finishes."""
 
     async def aclose(self) -> None:
         """Close the SDK's connections."""
