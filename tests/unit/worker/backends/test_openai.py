@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,17 +32,9 @@ KEY = "sk-unit-planted-7c1e9a4b"
 FAST = RetryPolicy(max_retries=2, budget_s=5.0, base_s=0.01, cap_s=0.05)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[VendorServer]:
-    """One fake vendor for the module; each test starts from a clean script."""
-    with VendorServer(KEY) as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
-async def _fresh(server: VendorServer) -> None:
-    await server.until(lambda s: s.in_flight == 0)  # slow answers a timed-out test left
-    server.reset()
+async def _fresh(fresh_server: VendorServer) -> None:
+    """Each test starts from a clean script (``server``: conftest, keyed by ``KEY``)."""
 
 
 def _settings(server: VendorServer, key: str = KEY) -> Settings:
