@@ -30,9 +30,11 @@ class _RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and the request fields."""
 
-    # ``ts`` ends in ``Z``, so it must be UTC whatever the machine's zone (logging's default
-    # converter is local time).
-    converter = time.gmtime
+    def __init__(self) -> None:
+        super().__init__()
+        # ``ts`` ends in ``Z``, so it must be UTC whatever the machine's zone (logging's
+        # default converter is local time).
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
