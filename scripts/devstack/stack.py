@@ -23,6 +23,7 @@ from types import FrameType
 
 from devstack.broker import LocalBroker
 from schemas.errors import ConfigError
+from schemas.kinds import vendor_kinds
 from schemas.registry import load_registry
 from schemas.settings import Settings
 
@@ -45,7 +46,7 @@ def run_stack(settings: Settings) -> int:
     stopping = _install_stop_handlers()
     try:
         _prepare_model(env)
-        for models in _worker_sets(settings):
+        for models in worker_sets(settings):
             children.append(_spawn(["worker", *(a for m in models for a in ("--model", m))], env))
             env = {**env, "KC_WORKER_METRICS_PORT": "0"}
         children.append(_spawn(["serve"], env))
@@ -71,15 +72,13 @@ def _install_stop_handlers() -> threading.Event:
     return stopping
 
 
-def _worker_sets(settings: Settings) -> list[list[str]]:
+def worker_sets(settings: Settings) -> list[list[str]]:
+    """The models of each worker: the local model, then each vendor's configured models."""
     registry = load_registry(settings.registry_path)
     sets = [[LOCAL_MODEL]]
-    for backend in ("openai", "cohere"):
-        names = [
-            s.name
-            for s in registry
-            if s.backend == backend and s.unavailable_reason(settings) is None
-        ]
+    for kind in vendor_kinds():
+        specs = registry.of_kind(kind.name)
+        names = [s.name for s in specs if s.unavailable_reason(settings) is None]
         if names:
             sets.append(names)
     return sets

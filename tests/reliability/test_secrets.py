@@ -126,7 +126,10 @@ async def test_keys_are_required_and_never_leak(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     planted = settings.model_copy(
-        update={"api_keys": (SecretStr(PLANTED_KEY),), "openai_api_key": SecretStr(VENDOR_KEY)}
+        update={
+            "api_keys": (SecretStr(PLANTED_KEY),),
+            "vendor_keys": {"OPENAI_API_KEY": SecretStr(VENDOR_KEY)},
+        }
     )
     env = process_env(planted, KC_LOG_LEVEL="DEBUG", OPENAI_API_KEY=VENDOR_KEY)
     log = tmp_path / "worker.log"
