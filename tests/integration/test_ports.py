@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from devstack import process
 
 from schemas.settings import Settings
-from tests.reliability.support import process_env
+from tests.integration.harness import CLI, answers, process_env
 
 pytestmark = [pytest.mark.kafka]
-_CLI = [sys.executable, "-m", "producer.cli"]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _second_start(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_CLI, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -52,10 +42,10 @@ def test_a_second_process_on_a_taken_port_names_the_setting(
 ) -> None:
     port = process.free_port()
     env = process_env(settings, **{setting: str(port)})
-    first = process.launch([*_CLI, *args], env=env, log=tmp_path / "first.log")
+    first = process.launch([*CLI, *args], env=env, log=tmp_path / "first.log")
     try:
         url = f"http://127.0.0.1:{port}{path}"
-        process.wait_ready(lambda: _answers(url), [first], f"the first {args[0]}", 120)
+        process.wait_ready(lambda: answers(url), [first], f"the first {args[0]}", 120)
         _assert_one_clear_line(_second_start(args, env), setting, port)
         assert first.poll() is None, "the first process must keep running"
     finally:
