@@ -48,6 +48,7 @@ from worker.vendor import (
     GatedBackend,
     RetryPolicy,
     api_key,
+    base_url,
     detail,
     malformed,
     status_fault,
@@ -79,7 +80,7 @@ class CohereBackend(GatedBackend):
         key = api_key(spec, settings)
         super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
-        self._base_url = spec.base_url or settings.vendor_url(spec.base_url_env) or DEFAULT_BASE_URL
+        self._base_url = base_url(spec, settings, DEFAULT_BASE_URL)
         self._http = httpx.AsyncClient(timeout=spec.timeout_s)
         # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
         self._client = cohere.AsyncClientV2(

@@ -40,6 +40,7 @@ from worker.vendor import (
     GatedBackend,
     RetryPolicy,
     api_key,
+    base_url,
     detail,
     malformed,
     status_fault,
@@ -72,7 +73,7 @@ class OpenAIBackend(GatedBackend):
         key = api_key(spec, settings)
         super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
-        self._base_url = spec.base_url or settings.vendor_url(spec.base_url_env) or DEFAULT_BASE_URL
+        self._base_url = base_url(spec, settings, DEFAULT_BASE_URL)
         # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
