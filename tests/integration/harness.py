@@ -19,7 +19,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from producer.app import create_app
+from producer.frontend.app import create_app
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, Registry, load_registry
