@@ -73,7 +73,7 @@ def _field_message(field: str, errs: list[Any]) -> str:
     value = _shown(errs[0].get("input"))
     kind = errs[0].get("type")
     if kind == "extra_forbidden":
-        return f"{field}: unknown field (got {value!r}); see API-SPEC for the accepted fields"
+        return f"{field}: unknown field (got {value!r}); see /openapi.json for the accepted fields"
     if kind == "missing":
         return f"{field}: required"
     if field == "model" and len(errs) > 1:

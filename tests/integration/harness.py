@@ -131,7 +131,7 @@ async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[Res
 
 
 def spec_body(**overrides: Any) -> dict[str, Any]:
-    """The API-SPEC example body, on the local model unless overridden."""
+    """The API example body (docs/API.md), on the local model unless overridden."""
     return {**SPEC_EXAMPLE, "model": [LOCAL, LOCAL], **overrides}
 
 

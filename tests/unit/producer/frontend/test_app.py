@@ -162,7 +162,7 @@ def _error(response: Any, status: int) -> dict[str, Any]:
 
 
 def test_create_app_needs_no_running_loop(kafka_listener: socket.socket) -> None:
-    # `kafka-completions serve` calls create_app from plain synchronous code (producer/cli/services.py).
+    # `kafka-completions serve` calls create_app from plain synchronous code (cli/services.py).
     app = create_app(_settings(kafka_listener), load_registry(), CollectorRegistry())
     front = _front(app)
     starts = _never_started(front)
