@@ -17,7 +17,6 @@ from aiokafka.errors import KafkaError
 
 from schemas import clients
 from schemas.clients import check_credentials
-from schemas.clients import client_options as client_options  # until producer/ imports clients
 from schemas.errors import BrokerUnavailable
 from schemas.settings import Settings
 from schemas.topics import Topics

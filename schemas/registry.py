@@ -1,6 +1,6 @@
 """The model registry: public model names mapped to a backend and its options (TOML).
 
-The default registry (``models.toml`` beside this module) lists every model API-SPEC.md names,
+The default registry (``models.toml`` beside this module) lists every model docs/API.md names,
 the embedded ``smollm2-135m-instruct`` and the load-testing ``echo`` model. ``KC_REGISTRY_PATH``
 replaces it with a file of the same shape. A model whose weights or key are missing stays
 listed and is reported as not configured, with the reason. ``backend`` names a kind of

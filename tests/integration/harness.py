@@ -17,7 +17,7 @@ import uvicorn
 from devstack import process
 from prometheus_client import CollectorRegistry
 
-from producer.app import create_app
+from producer.frontend.app import create_app
 from schemas import clients
 from schemas.kafka import Record, ensure_topics
 from schemas.metrics import WorkerMetrics
@@ -174,7 +174,7 @@ async def dead_letters(settings: Settings, count: int, timeout_s: float = 30) ->
 
 
 def spec_body(**overrides: Any) -> dict[str, Any]:
-    """The API-SPEC example body, on the local model unless overridden."""
+    """The API example body (docs/API.md), on the local model unless overridden."""
     return {**SPEC_EXAMPLE, "model": [LOCAL, LOCAL], **overrides}
 
 

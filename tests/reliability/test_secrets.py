@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producer.auth import key_id
+from producer.frontend.auth import key_id
 from schemas import clients
 from schemas.settings import Settings
 from tests.integration.harness import front_end, process_env, spec_body, wait_live
