@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devstack import process
 
 from benchmarks.http import Pool
 from benchmarks.load import closed_loop
-from benchmarks.stack import HEADERS, free_port, service, spawn
+from benchmarks.stack import HEADERS, service
 from benchmarks.stats import Run
 from schemas.registry import load_registry
 from worker.weights import checkpoint_dir
@@ -71,27 +73,26 @@ def naive(requests: int) -> Run:
 @contextlib.asynccontextmanager
 async def hf_serve() -> AsyncIterator[int]:
     """``transformers serve --continuous-batching`` on our checkpoint, on a free port."""
-    port = free_port()
+    port = process.free_port()
     cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir())]
     cmd += ["--continuous-batching", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--dtype", "bfloat16", "--log-level", "warning"]
     # Its paged KV cache is sized from free memory by default (9 GB RSS seen on CPU); give it
     # 16,384 token slots, ample for 32 rows of ~70 tokens.
     cmd += ["--cb-block-size", "32", "--cb-num-blocks", "512"]
-    proc = spawn(cmd)
+    proc = process.launch(cmd, stdout=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient() as client:
-            for _ in range(600):
-                if proc.poll() is not None:
-                    raise RuntimeError("transformers serve exited during start-up")
+
+            async def healthy() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                        break
-                await asyncio.sleep(0.3)
+                    return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+                return False
+
+            await process.await_ready(healthy, [proc], "transformers serve", 180)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        process.stop(proc)
 
 
 async def _closed(system: str, port: int, send_body: Any, requests: int, conc: int) -> Run:

@@ -6,10 +6,8 @@ generator's event loop is not theirs. The broker is devstack's ``LocalBroker`` o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +18,11 @@ from pathlib import Path
 
 import httpx
 import psutil
+from devstack import process
 from devstack.broker import DEFAULT_CACHE_DIR, LocalBroker
 
 API_KEY = "kc-bench-key"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +43,6 @@ class Stack:
         }
 
 
-def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child process (its output goes to ours, except stdout for quiet servers)."""
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-
-
 @contextlib.contextmanager
 def broker() -> Iterator[str]:
     """A fresh single-node broker for the whole benchmark run."""
@@ -71,7 +58,7 @@ async def service(
 ) -> AsyncIterator[Stack]:
     """A worker serving ``models`` and a front end, on a topic prefix of their own."""
     prefix = f"bench{int(time.time() * 1000) % 10**9}."
-    port = free_port()
+    port = process.free_port()
     common = {
         **os.environ,
         "KC_KAFKA_BOOTSTRAP": bootstrap,
@@ -84,30 +71,24 @@ async def service(
     }
     args = [a for m in models for a in ("--model", m)]
     cli = [sys.executable, "-m", "producer.cli"]
-    worker = spawn([*cli, "worker", *args], common)
-    front = spawn([*cli, "serve"], common)
+    # Quiet servers: their stdout would interleave with the benchmark's table.
+    worker = process.launch([*cli, "worker", *args], env=common, stdout=subprocess.DEVNULL)
+    front = process.launch([*cli, "serve"], env=common, stdout=subprocess.DEVNULL)
     try:
         await _wait_live(port, models, [worker, front])
         yield Stack(bootstrap, prefix, port, front.pid, worker.pid)
     finally:
-        for proc in (front, worker):
-            proc.terminate()
-        for proc in (front, worker):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        process.stop(front, worker)
 
 
-async def _wait_live(port: int, models: list[str], procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 180
+async def _wait_live(port: int, models: list[str], procs: list[process.Child]) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=HEADERS) as c:
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError("the worker or the front end exited during start-up")
-            with contextlib.suppress(httpx.HTTPError):
+
+        async def live() -> bool:
+            try:
                 listed = (await c.get("/v1/models")).json()["data"]
-                if set(models) <= {m["id"] for m in listed if m["live_workers"] > 0}:
-                    return
-            await asyncio.sleep(0.3)
-    raise TimeoutError(f"no live worker for {models} after 180 s")
+            except httpx.HTTPError:
+                return False
+            return set(models) <= {m["id"] for m in listed if m["live_workers"] > 0}
+
+        await process.await_ready(live, procs, f"a live worker for {models}", 180)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from schemas import clients
 from schemas.errors import BrokerUnavailable
-from schemas.kafka import client_options
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import CancelMessage, TaskMessage, encode
@@ -20,12 +20,9 @@ class Publisher:
 
     def __init__(self, settings: Settings, client_id: str, *, linger_ms: int = 0) -> None:
         self._topics = Topics(settings.topic_prefix)
-        self._options = {
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": linger_ms,
-            **client_options(settings, client_id),
-        }
+        self._settings = settings
+        self._client_id = client_id
+        self._linger_ms = linger_ms
         self._bootstrap = settings.kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
 
@@ -39,7 +36,9 @@ class Publisher:
     async def start(self) -> None:
         """Connect, or raise BrokerUnavailable."""
         # aiokafka clients bind to the running loop, so they are made here, not in __init__.
-        self._producer = AIOKafkaProducer(**self._options)
+        self._producer = clients.producer(
+            self._settings, self._client_id, linger_ms=self._linger_ms
+        )
         try:
             await self._producer.start()
         except KafkaError as exc:

@@ -1,84 +1,28 @@
-"""How every process reaches Kafka and lays out its topics (explicit partition counts)."""
+"""How every process lays out its topics (explicit partition counts) and reads partitions.
+
+Every client is built by ``schemas.clients``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.conn import create_conn
-from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
-from aiokafka.helpers import create_ssl_context
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 
-from schemas.errors import BrokerUnavailable, ConfigError
+from schemas import clients
+from schemas.clients import check_credentials
+from schemas.errors import BrokerUnavailable
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
-
-
-def client_options(settings: Settings, client_id: str) -> dict[str, Any]:
-    """Connection options shared by every aiokafka client of this service."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": client_id,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        password = settings.kafka_sasl_password
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = password.get_secret_value() if password else None
-    if settings.kafka_security_protocol.endswith("SSL"):
-        options["ssl_context"] = ssl_context(settings)
-    return options
-
-
-def ssl_context(settings: Settings) -> ssl.SSLContext:
-    """The TLS context for Kafka: the system's CAs unless KC_KAFKA_SSL_CAFILE names one."""
-    try:
-        context: ssl.SSLContext = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile,
-            certfile=settings.kafka_ssl_certfile,
-            keyfile=settings.kafka_ssl_keyfile,
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"cannot build the Kafka TLS context from KC_KAFKA_SSL_CAFILE="
-            f"{settings.kafka_ssl_cafile}, KC_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}, "
-            f"KC_KAFKA_SSL_KEYFILE={settings.kafka_ssl_keyfile}: {exc}"
-        ) from exc
-    return context
-
-
-async def check_credentials(settings: Settings) -> None:
-    """Raise ConfigError when the first bootstrap broker refuses our SASL or TLS handshake."""
-    # aiokafka logs an authentication failure and reports only "Unable to bootstrap", so a
-    # wrong password would read like a broker that is down; one direct connection tells.
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return
-    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
-    options = client_options(settings, "kc-credentials-check")
-    del options["bootstrap_servers"]
-    try:
-        conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
-    except (AuthenticationFailedError, SaslAuthenticationFailed, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"Kafka at {host}:{port} refused to authenticate us "
-            f"(KC_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}, "
-            f"KC_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}, "
-            f"KC_KAFKA_SASL_USERNAME={settings.kafka_sasl_username}): {exc}; "
-            "check KC_KAFKA_SASL_PASSWORD and the KC_KAFKA_SSL_* files"
-        ) from exc
-    except (KafkaError, OSError, ValueError):
-        return  # not a credential problem: the caller reports the broker as unreachable
-    conn.close()
 
 
 def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
@@ -99,7 +43,7 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     """Create the missing topics; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(**client_options(settings, "kc-admin"))
+    admin = clients.admin(settings, "kc-admin")
     try:
         await admin.start()
         layout = topic_layout(settings, models)
@@ -127,7 +71,7 @@ async def _wait_until_served(settings: Settings, topics: list[NewTopic]) -> None
     """
     if not topics:
         return
-    probe = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings, "kc-admin-probe"))
+    probe = clients.consumer(settings, "kc-admin-probe")
     await probe.start()
     try:
         await probe.end_offsets(
@@ -141,11 +85,7 @@ async def tail(
     settings: Settings, client_id: str, *tps: TopicPartition, committed_only: bool = False
 ) -> AIOKafkaConsumer:
     """A started consumer assigned (no group) to ``tps``, positioned at their ends."""
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False,
-        isolation_level="read_committed" if committed_only else "read_uncommitted",
-        **client_options(settings, client_id),
-    )
+    consumer = clients.consumer(settings, client_id, committed_only=committed_only)
     await consumer.start()
     consumer.assign(list(tps))
     await consumer.seek_to_end(*tps)

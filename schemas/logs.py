@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import time
 from typing import Literal
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -28,6 +29,12 @@ class _RequestIdFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and the request fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # ``ts`` ends in ``Z``, so it must be UTC whatever the machine's zone (logging's
+        # default converter is local time).
+        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

@@ -7,11 +7,28 @@ registry), a route, a status code, an outcome; never a request id or a key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class _Maker:
+    """Metrics registered in one registry: a name, its help, its labels (and buckets)."""
+
+    registry: CollectorRegistry
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+        return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,41 +45,37 @@ class FrontendMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FrontendMetrics:
         """Register the front end's metrics in ``registry``."""
+        make = _Maker(registry)
         return cls(
-            requests=Counter(
+            requests=make.counter(
                 "kc_http_requests_total",
                 "HTTP requests by route, model and status code",
-                ["route", "model", "status"],
-                registry=registry,
+                "route",
+                "model",
+                "status",
             ),
-            latency=Histogram(
+            latency=make.histogram(
                 "kc_request_latency_seconds",
                 "End-to-end latency of /v1/completion per model",
-                ["model"],
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
+                LATENCY_BUCKETS,
+                "model",
             ),
-            in_flight=Gauge(
-                "kc_requests_in_flight",
-                "Completion requests waiting for results",
-                registry=registry,
+            in_flight=make.gauge(
+                "kc_requests_in_flight", "Completion requests waiting for results"
             ),
-            timeouts=Counter(
+            timeouts=make.counter(
                 "kc_request_timeouts_total",
                 "Requests answered 504 at their deadline, per model",
-                ["model"],
-                registry=registry,
+                "model",
             ),
-            rejected=Counter(
+            rejected=make.counter(
                 "kc_requests_rejected_total",
                 "Requests refused before reaching Kafka, by reason",
-                ["reason"],
-                registry=registry,
+                "reason",
             ),
-            results_unmatched=Counter(
+            results_unmatched=make.counter(
                 "kc_results_unmatched_total",
                 "Results on this front end's reply partition with no waiting caller",
-                registry=registry,
             ),
         )
 
@@ -87,79 +100,72 @@ class WorkerMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
         """Register the worker's metrics in ``registry``."""
-        return cls(
-            tasks=Counter(
-                "kc_worker_tasks_total",
-                "Tasks finished per model and outcome",
-                ["model", "outcome"],
-                registry=registry,
-            ),
-            prompt_tokens=Counter(
-                "kc_worker_prompt_tokens_total",
-                "Prompt tokens processed per model",
-                ["model"],
-                registry=registry,
-            ),
-            completion_tokens=Counter(
-                "kc_worker_completion_tokens_total",
-                "Completion tokens generated per model",
-                ["model"],
-                registry=registry,
-            ),
-            queue_time=Histogram(
-                "kc_worker_queue_seconds",
-                "From produce to the start of work, per model",
-                ["model"],
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            generation_time=Histogram(
-                "kc_worker_generation_seconds",
-                "Backend time per task, per model",
-                ["model"],
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            batch_size=Histogram(
-                "kc_worker_batch_size",
-                "Tasks handed to the backend at once, per model",
-                ["model"],
-                buckets=BATCH_BUCKETS,
-                registry=registry,
-            ),
-            in_flight=Gauge(
-                "kc_worker_tasks_in_flight",
-                "Tasks taken from Kafka and not yet committed",
-                ["model"],
-                registry=registry,
-            ),
-            dead_letters=Counter(
-                "kc_worker_dead_letters_total",
-                "Records sent to the DLQ per model",
-                ["model"],
-                registry=registry,
-            ),
-            consumer_lag=Gauge(
-                "kc_worker_consumer_lag_records",
-                "Records waiting in a request partition (highwater - position)",
-                ["model", "topic", "partition"],
-                registry=registry,
-            ),
-            vendor_retries=Counter(
-                "kc_worker_vendor_retries_total",
-                "Vendor calls retried, per model and reason (status code or timeout)",
-                ["model", "reason"],
-                registry=registry,
-            ),
-            vendor_throttled=Counter(
-                "kc_worker_vendor_throttled_total",
-                "Vendor 429 answers, per model",
-                ["model"],
-                registry=registry,
-            ),
-            gpu_memory=Gauge(
-                "kc_worker_gpu_memory_bytes",
-                "CUDA memory allocated by this worker (0 without CUDA)",
-                registry=registry,
-            ),
-        )
+        make = _Maker(registry)
+        return cls(**_work_metrics(make), **_state_metrics(make))
+
+
+def _work_metrics(make: _Maker) -> dict[str, Any]:
+    """What the worker did: tasks, tokens and their times."""
+    return dict(
+        tasks=make.counter(
+            "kc_worker_tasks_total", "Tasks finished per model and outcome", "model", "outcome"
+        ),
+        prompt_tokens=make.counter(
+            "kc_worker_prompt_tokens_total", "Prompt tokens processed per model", "model"
+        ),
+        completion_tokens=make.counter(
+            "kc_worker_completion_tokens_total",
+            "Completion tokens generated per model",
+            "model",
+        ),
+        queue_time=make.histogram(
+            "kc_worker_queue_seconds",
+            "From produce to the start of work, per model",
+            LATENCY_BUCKETS,
+            "model",
+        ),
+        generation_time=make.histogram(
+            "kc_worker_generation_seconds",
+            "Backend time per task, per model",
+            LATENCY_BUCKETS,
+            "model",
+        ),
+        batch_size=make.histogram(
+            "kc_worker_batch_size",
+            "Tasks handed to the backend at once, per model",
+            BATCH_BUCKETS,
+            "model",
+        ),
+    )
+
+
+def _state_metrics(make: _Maker) -> dict[str, Any]:
+    """Where the worker stands: in flight, lag, dead letters, vendor answers, GPU memory."""
+    return dict(
+        in_flight=make.gauge(
+            "kc_worker_tasks_in_flight", "Tasks taken from Kafka and not yet committed", "model"
+        ),
+        dead_letters=make.counter(
+            "kc_worker_dead_letters_total", "Records sent to the DLQ per model", "model"
+        ),
+        consumer_lag=make.gauge(
+            "kc_worker_consumer_lag_records",
+            "Records waiting in a request partition (highwater - position)",
+            "model",
+            "topic",
+            "partition",
+        ),
+        vendor_retries=make.counter(
+            "kc_worker_vendor_retries_total",
+            "Vendor calls retried, per model and reason (status code or timeout)",
+            "model",
+            "reason",
+        ),
+        vendor_throttled=make.counter(
+            "kc_worker_vendor_throttled_total", "Vendor 429 answers, per model", "model"
+        ),
+        gpu_memory=make.gauge(
+            "kc_worker_gpu_memory_bytes",
+            "CUDA memory allocated by this worker (0 without CUDA)",
+        ),
+    )

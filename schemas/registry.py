@@ -3,7 +3,9 @@
 The default registry (``models.toml`` beside this module) lists every model docs/API.md names,
 the embedded ``smollm2-135m-instruct`` and the load-testing ``echo`` model. ``KC_REGISTRY_PATH``
 replaces it with a file of the same shape. A model whose weights or key are missing stays
-listed and is reported as not configured, with the reason.
+listed and is reported as not configured, with the reason. ``backend`` names a kind of
+``schemas/kinds.toml``; a vendor's models take its credential variables from there unless
+their entry names others.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import tomllib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.errors import ConfigError, UnknownModel
+from schemas.kinds import backend_kinds
 from schemas.settings import Settings
 
-# The kind of backend serving a model (``worker.backend.Backend`` is the serving protocol).
-BackendKind = Literal["transformers", "openai", "cohere", "echo"]
 # Request fields whose accepted range a model may narrow (its vendor cannot map the rest).
 RangedParam = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
 
@@ -32,7 +33,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    backend: BackendKind
+    backend: str  # a kind of schemas/kinds.toml
     # transformers: a local checkpoint directory, or a GGUF file shipped in a Python package.
     path: str | None = None
     gguf_package: str | None = None
@@ -42,6 +43,7 @@ class ModelSpec(BaseModel):
     vendor_model: str | None = None
     api: Literal["chat", "completions"] = "chat"
     api_key_env: str | None = None
+    base_url_env: str | None = None
     base_url: str | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
     max_stop_sequences: Annotated[int, Field(ge=0, le=64)] = 16
@@ -50,6 +52,26 @@ class ModelSpec(BaseModel):
     retry_budget_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # The values of a request field this model can serve; the front end refuses the rest.
     accepted_ranges: dict[RangedParam, tuple[float, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        # A vendor's credential variables come from its kind unless the entry names others.
+        if not isinstance(data, dict):
+            return data
+        kind = backend_kinds().get(str(data.get("backend")))
+        if kind is None:
+            return data
+        defaults = {"api_key_env": kind.api_key_env, "base_url_env": kind.base_url_env}
+        return {**{k: v for k, v in defaults.items() if v is not None}, **data}
+
+    @field_validator("backend")
+    @classmethod
+    def _known_kind(cls, backend: str) -> str:
+        kinds = backend_kinds()
+        if backend not in kinds:
+            raise ValueError(f"backend {backend!r} is not one of {', '.join(kinds)}")
+        return backend
 
     @field_validator("accepted_ranges")
     @classmethod
@@ -107,6 +129,10 @@ class Registry:
             return self._specs[name]
         except KeyError:
             raise UnknownModel(name, "unknown model; GET /v1/models lists the known ones") from None
+
+    def of_kind(self, kind: str) -> list[ModelSpec]:
+        """The models a kind of backend serves, in file order."""
+        return [spec for spec in self._specs.values() if spec.backend == kind]
 
     @property
     def names(self) -> list[str]:

@@ -1,39 +1,35 @@
 """The one settings object: built once at start-up from ``KC_*`` variables and passed down.
 
 Vendor credentials keep the names their SDKs document (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
-``CO_API_KEY``, ``CO_API_URL``) so an existing environment works unchanged. A bad value fails at
-start-up with ``ConfigError`` naming the variable and the value.
+``CO_API_KEY``, ``CO_API_URL``) so an existing environment works unchanged. They are not
+fields of their own: the variables are those ``schemas/kinds.toml`` names for each vendor, read
+into ``vendor_keys`` and ``vendor_urls``, so a new vendor needs no edit here. A bad value fails
+at start-up with ``ConfigError`` naming the variable and the value.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.errors import ConfigError
+from schemas.kinds import key_variables, url_variables
 
 ENV_PREFIX = "KC_"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-_SECRET_FIELDS = frozenset(
-    {
-        "api_keys",
-        "openai_api_key",
-        "co_api_key",
-        "kc_openai_api_key",
-        "kc_co_api_key",
-        "kafka_sasl_password",
-    }
-)
+_SECRET_FIELDS = frozenset({"api_keys", "vendor_keys", "kafka_sasl_password"})
+# Fields keyed by a variable's own name: an error names that variable, not KC_<FIELD>.
+_BY_VARIABLE = frozenset({"vendor_keys", "vendor_urls"})
 
 
 def _default_cache_dir() -> Path:
@@ -80,18 +76,36 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    openai_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "KC_OPENAI_API_KEY")
-    )
-    openai_base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "KC_OPENAI_BASE_URL")
-    )
-    co_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("CO_API_KEY", "KC_CO_API_KEY")
-    )
-    co_api_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("CO_API_URL", "KC_CO_API_URL")
-    )
+    # By variable name (OPENAI_API_KEY, CO_API_URL, ...): read by _VendorCredentials.
+    vendor_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    vendor_urls: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, with the vendor credentials read after the KC_ variables."""
+        vendors = _VendorCredentials(settings_cls)
+        return init_settings, env_settings, vendors, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_by_name(cls, data: Any) -> Any:
+        # Settings(openai_api_key=..., co_api_url=...): a credential passed by its variable's
+        # name in lower case, as the fields of one were once called.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, names in (("vendor_keys", key_variables()), ("vendor_urls", url_variables())):
+            given = {n: data.pop(n.lower()) for n in names if n.lower() in data}
+            if given:
+                data[field] = {**data.get(field, {}), **given}
+        return data
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -113,11 +127,34 @@ class Settings(BaseSettings):
         return self
 
     def secret(self, env_name: str) -> SecretStr | None:
-        """A vendor credential by the variable name the registry gives."""
-        return {
-            "OPENAI_API_KEY": self.openai_api_key,
-            "CO_API_KEY": self.co_api_key,
-        }.get(env_name)
+        """A vendor's API key by the variable name the registry gives."""
+        return self.vendor_keys.get(env_name)
+
+    def vendor_url(self, env_name: str | None) -> str | None:
+        """A vendor's base URL by its variable name (None: not set)."""
+        return self.vendor_urls.get(env_name) if env_name else None
+
+
+class _VendorCredentials(PydanticBaseSettingsSource):
+    """The variables ``kinds.toml`` names for each vendor: the SDK's name, else ``KC_`` + it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: every value comes from ``__call__``."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for field, names in (("vendor_keys", key_variables()), ("vendor_urls", url_variables())):
+            values = {n: _variable(n) for n in names}
+            present = {n: v for n, v in values.items() if v is not None}
+            if present:
+                found[field] = present
+        return found
+
+
+def _variable(name: str) -> str | None:
+    # The SDK's own name wins, as it did when these were aliased fields.
+    return os.environ.get(name, os.environ.get(ENV_PREFIX + name))
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -131,8 +168,13 @@ def load_settings(**overrides: Any) -> Settings:
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
             field = ".".join(str(p) for p in err["loc"])
-            variable = f"{ENV_PREFIX}{field.upper()}"
-            secret = str(err["loc"][0]).lower() in _SECRET_FIELDS if err["loc"] else False
+            head = str(err["loc"][0]).lower()
+            variable = (
+                str(err["loc"][1])
+                if head in _BY_VARIABLE and len(err["loc"]) > 1
+                else f"{ENV_PREFIX}{field.upper()}"
+            )
+            secret = head in _SECRET_FIELDS
             shown = "<hidden>" if secret else repr(err.get("input"))
             problems.append(f"{variable}={shown}: {err['msg']}")
         raise ConfigError("bad setting: " + "; ".join(problems)) from exc

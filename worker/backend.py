@@ -2,15 +2,21 @@
 
 A backend yields ``(task, outcome)`` pairs as they finish, in any order, so a backend that
 finishes rows at different times (vendors, continuous batching) never holds a result back.
-It never raises for one task's failure: that is a ``Failure`` outcome. Adding a backend means
-one module under ``worker/backends/`` and one line in ``create_backend``.
+It never raises for one task's failure: that is a ``Failure`` outcome.
+
+Backends register themselves by kind: ``worker/backends/<kind>.py`` decorates its factory with
+``@backend_kind("<kind>")``, and ``create_backend`` imports that module only when a worker
+serves a model of that kind (so only a worker of a local model imports torch). Adding a
+backend is that module plus its kind in ``schemas/kinds.toml``; nothing here changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
+from schemas.errors import ConfigError
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
@@ -50,26 +56,38 @@ class Backend(Protocol):
         ...
 
 
+BackendFactory = Callable[[ModelSpec, Settings, WorkerMetrics | None], Awaitable[Backend]]
+_FACTORIES: dict[str, BackendFactory] = {}
+
+
+def backend_kind(kind: str) -> Callable[[BackendFactory], BackendFactory]:
+    """Register the decorated coroutine as the factory of ``kind``'s backends."""
+
+    def register(factory: BackendFactory) -> BackendFactory:
+        _FACTORIES[kind] = factory
+        return factory
+
+    return register
+
+
 async def create_backend(
     spec: ModelSpec, settings: Settings, metrics: WorkerMetrics | None = None
 ) -> Backend:
     """Build (and load) the backend that serves ``spec`` (vendors count retries in ``metrics``)."""
-    if spec.backend == "echo":
-        from worker.backends.echo import EchoBackend
+    return await backend_factory(spec)(spec, settings, metrics)
 
-        return EchoBackend(spec)
-    if spec.backend == "transformers":
-        from worker.backends.transformers import TransformersBackend
 
-        return await TransformersBackend.load(spec, settings)
-    if spec.backend == "openai":
-        from worker.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(spec, settings, metrics=metrics)
-    if spec.backend == "cohere":
-        from worker.backends.cohere import CohereBackend
-
-        return CohereBackend(spec, settings, metrics=metrics)
-    from schemas.errors import ConfigError
-
-    raise ConfigError(f"{spec.name}: the {spec.backend} backend is not available in this build")
+def backend_factory(spec: ModelSpec) -> BackendFactory:
+    """The registered factory of the kind serving ``spec``, or ConfigError."""
+    if spec.backend not in _FACTORIES:
+        try:
+            importlib.import_module(f"worker.backends.{spec.backend}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"worker.backends.{spec.backend}":
+                raise  # the module exists but needs a package that is missing
+    if spec.backend not in _FACTORIES:
+        raise ConfigError(
+            f"{spec.name}: the {spec.backend} backend is not available in this build "
+            f"(no @backend_kind({spec.backend!r}) in worker/backends/{spec.backend}.py)"
+        )
+    return _FACTORIES[spec.backend]

@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from schemas import clients
 from schemas.errors import WireError
-from schemas.kafka import client_options
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
@@ -73,22 +73,7 @@ class ModelWorker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
-        opts = client_options(self._settings, f"kc-worker-{self._worker_id}")
-        producer = AIOKafkaProducer(
-            transactional_id=f"kc-{self._settings.topic_prefix}{self._spec.name}-{self._worker_id}",
-            transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            **opts,
-        )
-        consumer = AIOKafkaConsumer(
-            group_id=self._group,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            **opts,
-        )
+        producer, consumer = self._clients()
         await producer.start()
         await self._streamer.start()
         flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
@@ -116,6 +101,25 @@ class ModelWorker:
             await consumer.stop()
             await producer.stop()
             await self._streamer.stop()
+
+    def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
+        """The transactional producer of results and the group member reading tasks."""
+        client_id = f"kc-worker-{self._worker_id}"
+        producer = clients.transactional_producer(
+            self._settings,
+            client_id,
+            f"kc-{self._settings.topic_prefix}{self._spec.name}-{self._worker_id}",
+            transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
+            linger_ms=2,
+        )
+        consumer = clients.consumer(
+            self._settings,
+            client_id,
+            committed_only=True,
+            group_id=self._group,
+            auto_offset_reset="earliest",
+        )
+        return producer, consumer
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from schemas.errors import ConfigError
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
+from schemas.ports import binding
 from schemas.registry import Registry
 from schemas.settings import Settings
 from worker.backend import Backend, create_backend
@@ -71,9 +72,9 @@ def _gpu_memory_bytes() -> float:
 def run_worker(models: list[str], settings: Settings, registry: Registry) -> None:
     """The blocking entry point: metrics endpoint, signal handling, serve."""
     metrics_registry = CollectorRegistry()
-    server, _ = start_http_server(
-        settings.worker_metrics_port, addr=settings.host, registry=metrics_registry
-    )
+    port = settings.worker_metrics_port
+    with binding("KC_WORKER_METRICS_PORT", settings.host, port):
+        server, _ = start_http_server(port, addr=settings.host, registry=metrics_registry)
     log.info("worker metrics on http://%s:%d/metrics", settings.host, server.server_port)
 
     async def main() -> None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas import clients
 from schemas.errors import WireError
-from schemas.kafka import Record, client_options, consume_forever, tail
+from schemas.kafka import Record, consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import KIND, KIND_RESULT, ResultMessage, StreamChunk, decode_cancel, encode
@@ -38,9 +39,7 @@ class Streamer:
 
     def __init__(self, settings: Settings, client_id: str) -> None:
         self._topics = Topics(settings.topic_prefix)
-        self._producer = AIOKafkaProducer(
-            acks="all", linger_ms=0, enable_idempotence=True, **client_options(settings, client_id)
-        )
+        self._producer = clients.producer(settings, client_id, linger_ms=0)
         self._seq: dict[tuple[str, int], int] = {}
         self._partitions: set[int] = set()
 

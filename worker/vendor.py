@@ -275,6 +275,11 @@ def api_key(spec: ModelSpec, settings: Settings) -> str:
     return secret.get_secret_value()
 
 
+def base_url(spec: ModelSpec, settings: Settings, default: str) -> str:
+    """The server to call: the registry entry's, else its kind's variable, else the vendor's."""
+    return spec.base_url or settings.vendor_url(spec.base_url_env) or default
+
+
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds a response asks us to wait (``retry-after-ms``, ``Retry-After``), or None."""
     if not headers:

@@ -18,12 +18,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from producer.frontend.app import create_app
+    from schemas.ports import listening_socket
 
     settings = settings_of(args)
     app = create_app(settings, load_registry(settings.registry_path))
+    # Bound here, not by uvicorn, so a port in use is one line naming KC_PORT (uvicorn would
+    # log the OSError and exit 1 without naming the setting).
+    sock = listening_socket("KC_PORT", settings.host, settings.port)
     # Our handler formats uvicorn's records too (log_config=None); the front end logs each
     # request itself with its id and status, so uvicorn's access log would only repeat it.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -31,7 +35,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    # As uvicorn.run: a start-up that failed (lifespan error, logged) exits 3.
+    return 0 if server.started else 3
 
 
 def _worker(args: argparse.Namespace) -> int:

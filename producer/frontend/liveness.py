@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import DescribeGroupsRequest_v1, DescribeGroupsRequest_v2
 from aiokafka.protocol.api import Request
 
-from schemas.kafka import client_options
+from schemas import clients
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -61,7 +61,7 @@ class Liveness:
     async def start(self) -> None:
         """Connect, take a first reading (Kafka may still be electing), and keep refreshing."""
         # Made here, not in __init__: aiokafka clients bind to the running loop.
-        self._admin = AIOKafkaAdminClient(**client_options(self._settings, "kc-frontend-liveness"))
+        self._admin = clients.admin(self._settings, "kc-frontend-liveness")
         await self._admin.start()
         await self._refresh_logged()
         self._task = asyncio.create_task(self._refresh_forever(), name="kc-liveness")

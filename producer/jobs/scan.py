@@ -15,8 +15,8 @@ from collections.abc import AsyncGenerator
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from schemas import clients
 from schemas.errors import BrokerUnavailable
-from schemas.kafka import client_options
 from schemas.settings import Settings
 
 _POLL_MS = 300
@@ -45,14 +45,14 @@ async def scan(
     with ``follow`` it goes on, yielding an empty batch when nothing came, until the caller
     stops iterating.
     """
-    consumer = AIOKafkaConsumer(
+    consumer = clients.consumer(
+        settings,
+        "kc-job-reader",
+        committed_only=True,
         auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
         fetch_max_bytes=_FETCH_BYTES,
         max_partition_fetch_bytes=_FETCH_BYTES,
         fetch_max_wait_ms=_FETCH_WAIT_MS,
-        **client_options(settings, "kc-job-reader"),
     )
     try:
         await consumer.start()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -34,8 +33,9 @@ from producer.jobs.jobfile import (
 from producer.jobs.manifest import JobManifest, read_manifests, write_manifest
 from producer.jobs.status import tally_of
 from producer.jobs.tally import Key
+from schemas import clients
 from schemas.errors import BrokerUnavailable
-from schemas.kafka import client_options, ensure_topics
+from schemas.kafka import ensure_topics
 from schemas.registry import Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -195,13 +195,12 @@ async def _publish(
 ) -> None:
     """Manifest (publishing), every task, manifest (submitted): each acknowledged by Kafka."""
     topics = Topics(settings.topic_prefix)
-    producer = AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
+    producer = clients.producer(
+        settings,
+        "kc-submit",
         linger_ms=_LINGER_MS,
         max_batch_size=_BATCH_BYTES,
         compression_type=_COMPRESSION,
-        **client_options(settings, "kc-submit"),
     )
     bar = tqdm(
         total=len(tasks), unit="task", desc=f"submit {manifest.job_id}", disable=not progress

@@ -24,7 +24,6 @@ POSIX only (signals, process groups, ``fcntl`` locking).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -36,16 +35,16 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import process
+from devstack.properties import HOST, SCRAM_MECHANISM, new_cluster_id, server_properties
+
 KAFKA_VERSION = "4.3.1"
-HOST = "127.0.0.1"
 READY_LINE = "Kafka Server started"
 BROKER_MAIN_CLASS = "kafka.Kafka"
-SCRAM_MECHANISM = "SCRAM-SHA-512"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 DEFAULT_HEAP = "512M"
 DEFAULT_CACHE_DIR = "~/.cache/kafka-completions"
@@ -132,65 +131,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def new_cluster_id() -> str:
-    """Return a random Kafka cluster id (base64url of a random UUID, like StorageTool's)."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
-        # Kafka's Uuid.randomUuid() skips ids starting with '-': they read as CLI options.
-        if not text.startswith("-"):
-            return text
-
-
-def server_properties(
-    log_dirs: Path, port: int, controller_port: int, sasl_port: int | None = None
-) -> str:
-    """Return server.properties for a combined broker+controller node on 127.0.0.1."""
-    if sasl_port is not None:
-        return _with_sasl(server_properties(log_dirs, port, controller_port), sasl_port)
-    lines = [
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{HOST}:{controller_port}",
-        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
-        "inter.broker.listener.name=PLAINTEXT",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={log_dirs}",
-        # One node: the defaults (3 replicas, min ISR 2) would block the internal topics.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "offsets.topic.num.partitions=1",
-        "transaction.state.log.num.partitions=1",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _with_sasl(properties: str, sasl_port: int) -> str:
-    # A second client listener, SASL_PLAINTEXT with SCRAM-SHA-512; the PLAINTEXT one stays for
-    # the broker's own (inter-broker) traffic. The server side of SCRAM needs only the login
-    # module: the credentials live in the metadata log (written by ``format --add-scram``).
-    sasl = f"SASL_PLAINTEXT://{HOST}:{sasl_port}"
-    lines = []
-    for line in properties.splitlines():
-        key = line.partition("=")[0]
-        if key in ("listeners", "advertised.listeners"):
-            line = f"{line},{sasl}"
-        elif key == "listener.security.protocol.map":
-            line = f"{line},SASL_PLAINTEXT:SASL_PLAINTEXT"
-        lines.append(line)
-    lines += [
-        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 class LocalBroker:
     """A single-node KRaft broker on 127.0.0.1 whose files live in ``data_dir``.
 
@@ -219,7 +159,7 @@ class LocalBroker:
         self._log_dirs = self._data_dir / "kafka-logs"
         self._pid_file = self._data_dir / "broker.pid"
         self._state_file = self._data_dir / "broker.json"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: process.Child | None = None
         self._started_here = False
 
     @property
@@ -312,38 +252,35 @@ class LocalBroker:
         cmd = [java, "-Xmx256M", *_java_args(libs, STORAGE_TOOL_CLASS), *args]
         _run_checked(cmd, f"formatting {self._log_dirs}", self._data_dir, _FORMAT_TIMEOUT_S)
 
-    def _launch(self, java: str, libs: Path, config: Path) -> subprocess.Popen[bytes]:
+    def _launch(self, java: str, libs: Path, config: Path) -> process.Child:
         heap = [f"-Xms{self._heap}", f"-Xmx{self._heap}", *_BROKER_JVM_FLAGS]
         logs_dir = f"-Dkafka.logs.dir={self._data_dir}"
         cmd = [java, *heap, logs_dir, *_java_args(libs, BROKER_MAIN_CLASS), str(config)]
+        # A fresh log each start: readiness is read from it, so an old run's line must go.
         with self.log_file.open("wb") as log:
-            return subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self._data_dir,
-                start_new_session=True,
+            return process.launch(
+                cmd, cwd=self._data_dir, stdout=log, stderr=subprocess.STDOUT, new_session=True
             )
 
-    def _await_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if READY_LINE in self.log_file.read_text(errors="replace"):
-                return
-            if proc.poll() is not None:
-                self._clear_state()
-                self._proc = None
-                raise BrokerError(
-                    f"broker exited with code {proc.returncode} before it was ready; "
-                    f"last lines of {self.log_file}:\n{self._log_tail()}"
-                )
-            time.sleep(_POLL_S)
-        self.stop()
-        raise BrokerError(
-            f"broker not ready after {timeout_s:g} s (no '{READY_LINE}' in {self.log_file}); "
-            f"last lines:\n{self._log_tail()}"
-        )
+    def _await_ready(self, proc: process.Child, timeout_s: float) -> None:
+        def ready() -> bool:
+            return READY_LINE in self.log_file.read_text(errors="replace")
+
+        try:
+            process.wait_ready(ready, [proc], "the broker", timeout_s)
+        except process.ChildExited:
+            self._clear_state()
+            self._proc = None
+            raise BrokerError(
+                f"broker exited with code {proc.returncode} before it was ready; "
+                f"last lines of {self.log_file}:\n{self._log_tail()}"
+            ) from None
+        except TimeoutError:
+            self.stop()
+            raise BrokerError(
+                f"broker not ready after {timeout_s:g} s (no '{READY_LINE}' in {self.log_file}); "
+                f"last lines:\n{self._log_tail()}"
+            ) from None
 
     def _log_tail(self) -> str:
         try:

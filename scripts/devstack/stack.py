@@ -21,8 +21,10 @@ import urllib.error
 import urllib.request
 from types import FrameType
 
+from devstack import process
 from devstack.broker import LocalBroker
 from schemas.errors import ConfigError
+from schemas.kinds import vendor_kinds
 from schemas.registry import load_registry
 from schemas.settings import Settings
 
@@ -41,11 +43,11 @@ def run_stack(settings: Settings) -> int:
     if not settings.api_keys:
         key = secrets.token_urlsafe(24)
         env["KC_API_KEYS"] = key
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[process.Child] = []
     stopping = _install_stop_handlers()
     try:
         _prepare_model(env)
-        for models in _worker_sets(settings):
+        for models in worker_sets(settings):
             children.append(_spawn(["worker", *(a for m in models for a in ("--model", m))], env))
             env = {**env, "KC_WORKER_METRICS_PORT": "0"}
         children.append(_spawn(["serve"], env))
@@ -55,7 +57,7 @@ def run_stack(settings: Settings) -> int:
             time.sleep(0.5)
         return 0 if stopping.is_set() else 1
     finally:
-        _stop_all(children)
+        process.stop(*children)
         if broker is not None:
             broker.stop()
 
@@ -71,15 +73,13 @@ def _install_stop_handlers() -> threading.Event:
     return stopping
 
 
-def _worker_sets(settings: Settings) -> list[list[str]]:
+def worker_sets(settings: Settings) -> list[list[str]]:
+    """The models of each worker: the local model, then each vendor's configured models."""
     registry = load_registry(settings.registry_path)
     sets = [[LOCAL_MODEL]]
-    for backend in ("openai", "cohere"):
-        names = [
-            s.name
-            for s in registry
-            if s.backend == backend and s.unavailable_reason(settings) is None
-        ]
+    for kind in vendor_kinds():
+        specs = registry.of_kind(kind.name)
+        names = [s.name for s in specs if s.unavailable_reason(settings) is None]
         if names:
             sets.append(names)
     return sets
@@ -93,24 +93,28 @@ def _prepare_model(env: dict[str, str]) -> None:
     )
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "producer.cli", *args], env=env)
+def _spawn(args: list[str], env: dict[str, str]) -> process.Child:
+    return process.launch([sys.executable, "-m", "producer.cli", *args], env=env)
 
 
 def _wait_ready(
-    settings: Settings, key: str, children: list[subprocess.Popen[bytes]], stopping: threading.Event
+    settings: Settings, key: str, children: list[process.Child], stopping: threading.Event
 ) -> None:
-    deadline = time.monotonic() + _READY_TIMEOUT_S
     url = f"http://{settings.host}:{settings.port}/v1/models"
-    while time.monotonic() < deadline:
-        if stopping.is_set() or any(c.poll() is not None for c in children):
-            raise ConfigError(
-                "a process of the stack exited before it was ready; see its log above"
-            )
-        if _live_workers(url, key) > 0:
-            return
-        time.sleep(0.5)
-    raise ConfigError(f"the stack was not ready after {_READY_TIMEOUT_S:g} s")
+    try:
+        process.wait_ready(
+            lambda: _live_workers(url, key) > 0,
+            children,
+            "the stack",
+            _READY_TIMEOUT_S,
+            cancelled=stopping.is_set,
+        )
+    except process.ChildExited as exc:
+        raise ConfigError(
+            "a process of the stack exited before it was ready; see its log above"
+        ) from exc
+    except TimeoutError as exc:
+        raise ConfigError(f"the stack was not ready after {_READY_TIMEOUT_S:g} s") from exc
 
 
 def _live_workers(url: str, key: str) -> int:
@@ -134,15 +138,3 @@ def _announce(settings: Settings, generated_key: str | None) -> None:
         f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'",
         flush=True,
     )
-
-
-def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + 30
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()

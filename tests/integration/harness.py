@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -16,11 +14,12 @@ from typing import Any
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaConsumer
+from devstack import process
 from prometheus_client import CollectorRegistry
 
 from producer.frontend.app import create_app
-from schemas.kafka import ensure_topics
+from schemas import clients
+from schemas.kafka import Record, ensure_topics
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
@@ -32,13 +31,7 @@ from worker.loop import ModelWorker
 from worker.service import serve_models
 
 LOCAL = "smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+CLI = [sys.executable, "-m", "producer.cli"]
 
 
 @contextlib.asynccontextmanager
@@ -47,7 +40,7 @@ async def front_end(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A real uvicorn front end on a free port; yields a client carrying the test key."""
     app = create_app(settings, registry or load_registry())
-    port = free_port()
+    port = process.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -91,32 +84,48 @@ async def wait_live(client: httpx.AsyncClient, *models: str, timeout_s: float = 
     raise TimeoutError(f"no live worker for {models} after {timeout_s} s")
 
 
-def worker_process(
-    settings: Settings, *models: str, env: dict[str, str] | None = None, stderr: Any = None
-) -> subprocess.Popen[bytes]:
-    """A worker in its own process (to be killed), configured like ``settings``."""
-    base = {
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a front-end or worker process configured like ``settings``."""
+    env = {
         **os.environ,
         "KC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "KC_TOPIC_PREFIX": settings.topic_prefix,
         "KC_REQUEST_PARTITIONS": str(settings.request_partitions),
         "KC_RESULTS_PARTITIONS": str(settings.results_partitions),
         "KC_CACHE_DIR": str(settings.cache_dir),
+        "KC_API_KEYS": ",".join(k.get_secret_value() for k in settings.api_keys),
+        "KC_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
+        "KC_LIVENESS_REFRESH_S": str(settings.liveness_refresh_s),
+        "KC_MAX_IN_FLIGHT": str(settings.max_in_flight),
+        "KC_DRAIN_TIMEOUT_S": str(settings.drain_timeout_s),
         "KC_WORKER_METRICS_PORT": "0",
     }
+    env.update(extra)
+    return env
+
+
+def worker_process(
+    settings: Settings, *models: str, env: dict[str, str] | None = None, stderr: Any = None
+) -> process.Child:
+    """A worker in its own process (to be killed), configured like ``settings``."""
     args = [a for m in models for a in ("--model", m)]
-    command = [sys.executable, "-m", "producer.cli", "worker", *args]
-    return subprocess.Popen(command, env=base | (env or {}), stderr=stderr)
+    command = [*CLI, "worker", *args]
+    return process.launch(command, env=process_env(settings, **(env or {})), stderr=stderr)
+
+
+def answers(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[ResultMessage]:
     """Every result a read_committed reader sees on the results topic, from the beginning."""
-    consumer = AIOKafkaConsumer(
-        Topics(settings.topic_prefix).results,
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+    topic = Topics(settings.topic_prefix).results
+    consumer = clients.consumer(
+        settings, "kc-test-results", topic, committed_only=True, auto_offset_reset="earliest"
     )
     await consumer.start()
     results: list[ResultMessage] = []
@@ -128,6 +137,40 @@ async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[Res
             results += [decode_result(r.value) for rs in batch.values() for r in rs]
     finally:
         await consumer.stop()
+
+
+async def send_raw(
+    settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> None:
+    """Publish ``(value, key)`` pairs as they are (bytes that need not be messages of ours)."""
+    producer = clients.producer(settings, "kc-test-raw")
+    await producer.start()
+    try:
+        for value, key in records:
+            await producer.send_and_wait(topic, value, key)
+    finally:
+        await producer.stop()
+
+
+async def dead_letters(settings: Settings, count: int, timeout_s: float = 30) -> list[Record]:
+    """The first ``count`` records of the DLQ (fewer if they do not come within the timeout)."""
+    dlq = clients.consumer(
+        settings,
+        "kc-test-dlq",
+        Topics(settings.topic_prefix).dlq,
+        committed_only=True,
+        auto_offset_reset="earliest",
+    )
+    await dlq.start()
+    records: list[Record] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await dlq.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+    finally:
+        await dlq.stop()
+    return records
 
 
 def spec_body(**overrides: Any) -> dict[str, Any]:
@@ -173,33 +216,15 @@ def transformers_serve(
         (workdir / name).symlink_to(checkpoint, target_is_directory=True)
     command = shutil.which("transformers", path=str(Path(sys.executable).parent))
     assert command, "the transformers console script is missing from the venv"
-    port = free_port()
-    log = (workdir / "serve.log").open("wb")
+    port = process.free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     args = [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     if pinned:
         args.insert(2, str(checkpoint))
-    process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    child = process.launch(args, cwd=workdir, env=env, log=workdir / "serve.log")
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout_s)
+        health = f"http://127.0.0.1:{port}/health"
+        process.wait_ready(lambda: answers(health), [child], "transformers serve", timeout_s)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"transformers serve not healthy at {url} after {timeout_s} s")
+        process.stop(child, timeout_s=10)

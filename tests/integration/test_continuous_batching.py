@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
+from schemas import clients
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, Sampling, TaskMessage, decode_result, encode
@@ -58,14 +59,11 @@ async def test_a_short_task_finishes_while_a_long_one_generates(
     # partition (worker.ledger), so two tasks of one partition would also test that order.
     _, settings = stack
     topics = Topics(settings.topic_prefix)
-    results = AIOKafkaConsumer(
-        topics.results,
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="latest",
+    results = clients.consumer(
+        settings, "kc-test-results", topics.results, committed_only=True, auto_offset_reset="latest"
     )
     await results.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = clients.producer(settings, "kc-test-tasks")
     await producer.start()
     try:
         for tp in results.assignment():

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from devstack.process import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.settings import Settings
-from tests.integration.harness import free_port, front_end, spec_body, wait_live, worker_process
+from tests.integration.harness import front_end, spec_body, wait_live, worker_process
 
 pytestmark = [pytest.mark.kafka]
 DASHBOARD = Path(__file__).parents[2] / "deploy/grafana/dashboards/kafka-completions.json"

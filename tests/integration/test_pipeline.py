@@ -7,11 +7,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -19,7 +17,9 @@ from schemas.wire import DLQ_REASON
 from tests.conftest import make_settings
 from tests.integration.harness import (
     LOCAL,
+    dead_letters,
     front_end,
+    send_raw,
     spec_body,
     wait_live,
     worker,
@@ -146,30 +146,11 @@ async def test_garbage_record_goes_to_the_dlq_and_the_worker_goes_on(
 ) -> None:
     client, settings = stack
     topics = Topics(settings.topic_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topics.requests("echo"), b"\xff\xfe not json", b"garbage-key")
-        await producer.send_and_wait(
-            topics.requests("echo"), b'{"v": 2, "request_id": "x"}', b"v2-key"
-        )
-    finally:
-        await producer.stop()
-    dlq = AIOKafkaConsumer(
-        topics.dlq,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
+    garbage = (b"\xff\xfe not json", b"garbage-key")
+    await send_raw(
+        settings, topics.requests("echo"), [garbage, (b'{"v": 2, "request_id": "x"}', b"v2-key")]
     )
-    await dlq.start()
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while len(records) < 2 and time.monotonic() < deadline:
-            batch = await dlq.getmany(timeout_ms=500)
-            records += [r for rs in batch.values() for r in rs]
-    finally:
-        await dlq.stop()
+    records = await dead_letters(settings, 2)
     assert sorted(r.key for r in records) == [b"garbage-key", b"v2-key"]
     reasons = {r.key: dict(r.headers)[DLQ_REASON].decode() for r in records}
     assert "v" in reasons[b"v2-key"]

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
+from schemas import clients
 from schemas.registry import Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -298,12 +298,7 @@ async def test_a_rejected_key_is_clear_and_never_reaches_kafka(faults: _Stack) -
 
 
 async def _raw_records(settings: Settings, topics: list[str]) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = clients.consumer(settings, "kc-test-raw", *topics, auto_offset_reset="earliest")
     await consumer.start()
     values: list[bytes] = []
     try:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -17,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from devstack import process as child
 
 from producer.publisher import Publisher
 from schemas.settings import Settings
 from schemas.wire import ResultMessage, Sampling, TaskMessage
 from tests.conftest import API_KEY
-from tests.integration.harness import committed_results
+from tests.integration.harness import CLI, committed_results
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -42,60 +40,26 @@ async def concurrent_calls(
         yield calls
 
 
-def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a front-end or worker process configured like ``settings``."""
-    env = {
-        **os.environ,
-        "KC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "KC_TOPIC_PREFIX": settings.topic_prefix,
-        "KC_REQUEST_PARTITIONS": str(settings.request_partitions),
-        "KC_RESULTS_PARTITIONS": str(settings.results_partitions),
-        "KC_CACHE_DIR": str(settings.cache_dir),
-        "KC_API_KEYS": ",".join(k.get_secret_value() for k in settings.api_keys),
-        "KC_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
-        "KC_LIVENESS_REFRESH_S": str(settings.liveness_refresh_s),
-        "KC_MAX_IN_FLIGHT": str(settings.max_in_flight),
-        "KC_DRAIN_TIMEOUT_S": str(settings.drain_timeout_s),
-        "KC_WORKER_METRICS_PORT": "0",
-    }
-    env.update(extra)
-    return env
-
-
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[child.Child]:
     """``python -m producer.cli ARGS`` with its output in ``log``; terminated at the end."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", *args], env=env, stdout=out, stderr=out
-        )
+    proc = child.launch([*CLI, *args], env=env, log=log)
     try:
         yield proc
     finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig_timeout_s: float = 30) -> None:
-    """SIGTERM, then SIGKILL after a bound; no-op when it has already exited."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(sig_timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        child.stop(proc)
 
 
 async def wait_ready(base_url: str, timeout_s: float = 60) -> None:
     """Wait until an out-of-process front end answers /readyz with 200."""
-    deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
-    raise TimeoutError(f"front end at {base_url} not ready after {timeout_s} s")
+                return (await client.get("/readyz")).status_code == 200
+            return False
+
+        await child.await_ready(ready, [], f"the front end at {base_url}", timeout_s)
 
 
 def bulk_tasks(model: str, count: int, max_tokens: int, job_id: str) -> list[TaskMessage]:

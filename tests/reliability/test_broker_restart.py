@@ -19,20 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 from devstack.broker import LocalBroker
+from devstack.process import free_port
 from pydantic import SecretStr
 
 from schemas.settings import Settings
 from tests.conftest import API_KEY, cache_dir
-from tests.integration.harness import LOCAL, free_port, front_end, spec_body, wait_live
+from tests.integration.harness import LOCAL, front_end, process_env, spec_body, wait_live
 from tests.kafka_fixture import jar_cache_dir
-from tests.reliability.support import (
-    await_results,
-    bulk_tasks,
-    new_job_id,
-    process,
-    process_env,
-    publish_tasks,
-)
+from tests.reliability.support import await_results, bulk_tasks, new_job_id, process, publish_tasks
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 BULK = 64

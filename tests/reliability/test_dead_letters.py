@@ -7,17 +7,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from schemas.registry import load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import DLQ_REASON, DLQ_SOURCE, Sampling, TaskMessage, encode
-from tests.integration.harness import front_end, spec_body, wait_live
+from tests.integration.harness import dead_letters, front_end, send_raw, spec_body, wait_live
 from worker.service import serve_models
 
 pytestmark = [pytest.mark.kafka]
@@ -57,40 +55,14 @@ async def _worker(settings: Settings, registry: CollectorRegistry) -> AsyncItera
         await task
 
 
-async def _read_dlq(settings: Settings, count: int) -> list[Any]:
-    dlq = AIOKafkaConsumer(
-        Topics(settings.topic_prefix).dlq,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await dlq.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(records) < count and time.monotonic() < deadline:
-            batch = await dlq.getmany(timeout_ms=500)
-            records += [r for rs in batch.values() for r in rs]
-    finally:
-        await dlq.stop()
-    return records
-
-
 async def test_bad_records_are_dead_lettered_counted_and_survived(settings: Settings) -> None:
     bad = _bad_records()
     registry = CollectorRegistry()
     async with _worker(settings, registry), front_end(settings) as client:
         await wait_live(client, "echo")
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            for key, (value, _) in bad.items():
-                await producer.send_and_wait(
-                    Topics(settings.topic_prefix).requests("echo"), value, key
-                )
-        finally:
-            await producer.stop()
-        records = await _read_dlq(settings, len(bad))
+        topic = Topics(settings.topic_prefix).requests("echo")
+        await send_raw(settings, topic, [(value, key) for key, (value, _) in bad.items()])
+        records = await dead_letters(settings, len(bad))
         after = await client.post("/v1/completion", json=spec_body(model="echo"))
         dead = registry.get_sample_value("kc_worker_dead_letters_total", {"model": "echo"})
         done = registry.get_sample_value(

@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 
 from schemas.settings import Settings
-from tests.integration.harness import LOCAL, committed_results, front_end, spec_body, wait_live
+from tests.integration.harness import (
+    LOCAL,
+    committed_results,
+    front_end,
+    process_env,
+    spec_body,
+    wait_live,
+)
 from tests.reliability.support import (
     await_results,
     bulk_tasks,
     new_job_id,
     process,
-    process_env,
     publish_tasks,
     tally,
 )

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from devstack.process import free_port
 
 from schemas.settings import Settings
-from tests.integration.harness import LOCAL, free_port, spec_body
-from tests.reliability.support import AUTH, process, process_env, wait_ready
+from tests.integration.harness import LOCAL, process_env, spec_body
+from tests.reliability.support import AUTH, process, wait_ready
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 LIMIT = 32  # KC_MAX_IN_FLIGHT; one local worker holds 2 x KC_WORKER_MAX_BATCH (16) = 32 too

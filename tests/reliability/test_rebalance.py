@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from schemas.settings import Settings
-from tests.integration.harness import LOCAL, committed_results, front_end, spec_body
-from tests.reliability.support import concurrent_calls, process, process_env, tally
+from tests.integration.harness import LOCAL, committed_results, front_end, process_env, spec_body
+from tests.reliability.support import concurrent_calls, process, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 REQUESTS = 200

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from producer.frontend.auth import key_id
+from schemas import clients
 from schemas.settings import Settings
-from tests.integration.harness import front_end, spec_body, wait_live
-from tests.reliability.support import process, process_env
+from tests.integration.harness import front_end, process_env, spec_body, wait_live
+from tests.reliability.support import process
 
 pytestmark = [pytest.mark.kafka]
 PLANTED_KEY = "kc-planted-api-key-Q7Z4W9X2"
@@ -86,15 +85,13 @@ _JSON = {"content-type": "application/json"}
 
 
 async def _every_record(settings: Settings) -> list[bytes]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = clients.admin(settings, "kc-test-admin")
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
+    consumer = clients.consumer(settings, "kc-test-every", *topics, auto_offset_reset="earliest")
     await consumer.start()
     raw: list[bytes] = []
     try:
@@ -126,7 +123,10 @@ async def test_keys_are_required_and_never_leak(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     planted = settings.model_copy(
-        update={"api_keys": (SecretStr(PLANTED_KEY),), "openai_api_key": SecretStr(VENDOR_KEY)}
+        update={
+            "api_keys": (SecretStr(PLANTED_KEY),),
+            "vendor_keys": {"OPENAI_API_KEY": SecretStr(VENDOR_KEY)},
+        }
     )
     env = process_env(planted, KC_LOG_LEVEL="DEBUG", OPENAI_API_KEY=VENDOR_KEY)
     log = tmp_path / "worker.log"

@@ -9,16 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+from devstack.process import stop as stop_process
 
 from schemas.settings import Settings
-from tests.integration.harness import LOCAL, committed_results, front_end, spec_body, wait_live
-from tests.reliability.support import (
-    concurrent_calls,
-    process,
+from tests.integration.harness import (
+    LOCAL,
+    committed_results,
+    front_end,
     process_env,
-    stop_process,
-    tally,
+    spec_body,
+    wait_live,
 )
+from tests.reliability.support import concurrent_calls, process, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
 REQUESTS = 500

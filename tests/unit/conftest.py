@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-_VENDOR_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CO_API_KEY", "CO_API_URL")
+from schemas.kinds import key_variables, url_variables
+
+_VENDOR_VARS = (*key_variables(), *url_variables())
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+from devstack import deploy
+
+from schemas.registry import load_registry
 
 ROOT = Path(__file__).parents[2]
 
@@ -42,6 +45,18 @@ def test_prometheus_scrapes_every_kafka_completions_process() -> None:
     jobs = _load("deploy/prometheus.yml")["scrape_configs"]
     scraped = {t.split(":")[0] for job in jobs for c in job["static_configs"] for t in c["targets"]}
     assert ours == scraped
+
+
+def test_the_derived_deploy_files_are_what_devstack_deploy_writes() -> None:
+    for path, text in deploy.derived_files().items():
+        assert path.read_text() == text, f"{path} drifted: run python -m devstack.deploy"
+    assert deploy.main(["--check"]) == 0
+
+
+def test_a_hand_edit_of_a_derived_file_is_drift(tmp_path: Path) -> None:
+    edited = deploy.COMPOSE.read_text().replace('"--model", "gpt-4-0613",\n', "")
+    assert edited != deploy.COMPOSE.read_text()
+    assert deploy.compose_text(edited, load_registry()) == deploy.COMPOSE.read_text()
 
 
 def _compose_available() -> bool:

@@ -39,6 +39,7 @@ from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import Sampling
+from worker.backend import Backend, backend_kind
 from worker.prompting import conversation
 from worker.stops import cut_at_stop
 from worker.task import Completion, Task
@@ -47,6 +48,7 @@ from worker.vendor import (
     GatedBackend,
     RetryPolicy,
     api_key,
+    base_url,
     detail,
     malformed,
     status_fault,
@@ -78,7 +80,7 @@ class CohereBackend(GatedBackend):
         key = api_key(spec, settings)
         super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
-        self._base_url = spec.base_url or settings.co_api_url or DEFAULT_BASE_URL
+        self._base_url = base_url(spec, settings, DEFAULT_BASE_URL)
         self._http = httpx.AsyncClient(timeout=spec.timeout_s)
         # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
         self._client = cohere.AsyncClientV2(
@@ -167,3 +169,8 @@ def _usage(answer: Any) -> tuple[int, int]:
         if counts is not None and counts.input_tokens is not None:
             return int(counts.input_tokens), int(counts.output_tokens or 0)
     return 0, 0
+
+
+@backend_kind("cohere")
+async def _build(spec: ModelSpec, settings: Settings, metrics: WorkerMetrics | None) -> Backend:
+    return CohereBackend(spec, settings, metrics=metrics)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
+from schemas.settings import Settings
+from worker.backend import Backend, backend_kind
 from worker.prompting import plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Delta, Outcome, Task
@@ -66,3 +69,8 @@ class EchoBackend:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+@backend_kind("echo")
+async def _build(spec: ModelSpec, _settings: Settings, _metrics: WorkerMetrics | None) -> Backend:
+    return EchoBackend(spec)

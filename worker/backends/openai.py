@@ -31,6 +31,7 @@ from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import Sampling
+from worker.backend import Backend, backend_kind
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Task
@@ -39,6 +40,7 @@ from worker.vendor import (
     GatedBackend,
     RetryPolicy,
     api_key,
+    base_url,
     detail,
     malformed,
     status_fault,
@@ -71,7 +73,7 @@ class OpenAIBackend(GatedBackend):
         key = api_key(spec, settings)
         super().__init__(spec, VENDOR, key, policy, metrics)
         self._model = spec.vendor_model or spec.name
-        self._base_url = spec.base_url or settings.openai_base_url or DEFAULT_BASE_URL
+        self._base_url = base_url(spec, settings, DEFAULT_BASE_URL)
         # Retries are the gate's (Retry-After, partitions paused on 429), never the SDK's.
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=self._base_url, max_retries=0, timeout=spec.timeout_s
@@ -201,3 +203,8 @@ def _completion(
         completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         prediction_time_ms=elapsed_ms,
     )
+
+
+@backend_kind("openai")
+async def _build(spec: ModelSpec, settings: Settings, metrics: WorkerMetrics | None) -> Backend:
+    return OpenAIBackend(spec, settings, metrics=metrics)

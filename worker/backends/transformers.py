@@ -25,9 +25,11 @@ from typing import Any
 
 import torch
 
+from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import TaskMessage
+from worker.backend import Backend, backend_kind
 from worker.decode import DecodeBatch, Finished, Row
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
@@ -316,3 +318,8 @@ def _load(spec: ModelSpec, settings: Settings, device: torch.device) -> tuple[An
     model = model.to(device)
     model.eval()
     return model, tokenizer
+
+
+@backend_kind("transformers")
+async def _build(spec: ModelSpec, settings: Settings, _metrics: WorkerMetrics | None) -> Backend:
+    return await TransformersBackend.load(spec, settings)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from schemas.clients import client_options
 from schemas.errors import ConfigError
-from schemas.kafka import client_options
 from schemas.settings import Settings, load_settings
 
 

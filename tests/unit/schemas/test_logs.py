@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -55,3 +56,18 @@ def test_an_explicit_request_id_wins_over_the_context() -> None:
 def test_text_lines_show_the_request_id_only_when_there_is_one() -> None:
     assert "[r-9]" in _format("text", request_id="r-9")
     assert "[" not in _format("text")
+
+
+def test_json_ts_is_utc_on_a_machine_in_another_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30 all year: no daylight saving
+    time.tzset()
+    try:
+        logs.configure_logging("INFO", "json")
+        handler = logging.getLogger().handlers[0]
+        record = logging.LogRecord("kc.test", logging.INFO, __file__, 1, "x", (), None)
+        record.created, record.msecs = 1_700_000_000.25, 250.0  # 2023-11-14T22:13:20.250Z
+        assert time.localtime(record.created).tm_hour == 3, "TZ did not take effect"
+        assert json.loads(handler.format(record))["ts"] == "2023-11-14T22:13:20.250Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -23,7 +23,7 @@ def test_defaults_without_environment() -> None:
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.port == 8000
     assert settings.api_keys == ()
-    assert settings.openai_api_key is None
+    assert settings.secret("OPENAI_API_KEY") is None
 
 
 def test_api_keys_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
