@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from schemas.registry import ModelSpec
 from tests.unit.factories import sampling, task, task_message
+from tests.unit.worker.tiny_model import tiny_llama
 from worker.backends.transformers import TransformersBackend
 from worker.task import Completion, Failure, Outcome
 
@@ -39,17 +39,7 @@ class _CharTokenizer:
 @pytest.fixture(scope="module")
 def model() -> Any:
     """Two random layers (float32: deterministic); an end-of-sequence token it never emits."""
-    torch.manual_seed(99)
-    config = LlamaConfig(
-        vocab_size=_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=_CONTEXT,
-    )
-    tiny: Any = LlamaForCausalLM(config).eval()
+    tiny = tiny_llama(_VOCAB, _CONTEXT, seed=99)
     tiny.generation_config.eos_token_id = _VOCAB + 1
     return tiny
 
