@@ -13,6 +13,7 @@ jobs status ID|list   counts of done, failed, pending and tokens per job
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -29,8 +30,12 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from producer.app import create_app
+    from schemas.kafka import check_credentials
 
     settings = _settings(args)
+    # Before uvicorn: an error in its start-up hook comes out as a traceback, and a wrong CA
+    # or password is a setting to name in one line (main prints the ConfigError).
+    asyncio.run(check_credentials(settings))
     app = create_app(settings, load_registry(settings.registry_path))
     # Our handler formats uvicorn's records too (log_config=None); the front end logs each
     # request itself with its id and status, so uvicorn's access log would only repeat it.

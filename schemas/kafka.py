@@ -68,6 +68,12 @@ async def check_credentials(settings: Settings) -> None:
     del options["bootstrap_servers"]
     try:
         conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
+    except ssl.SSLCertVerificationError as exc:
+        raise ConfigError(
+            f"Kafka at {host}:{port} presented a TLS certificate we do not trust "
+            f"({exc.verify_message}): KC_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile} must "
+            "hold the CA that signed the brokers' certificates (unset: the system's CAs)"
+        ) from exc
     except (AuthenticationFailedError, SaslAuthenticationFailed, ssl.SSLError) as exc:
         raise ConfigError(
             f"Kafka at {host}:{port} refused to authenticate us "
@@ -99,6 +105,8 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     """Create the missing topics; existing ones are left as they are."""
+    # First: a wrong CA or password would otherwise surface as aiokafka's errors and retries.
+    await check_credentials(settings)
     admin = AIOKafkaAdminClient(**client_options(settings, "kc-admin"))
     try:
         await admin.start()
@@ -107,7 +115,6 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
         created = {name for name, code, *_ in response.topic_errors if code == 0}
         await _wait_until_served(settings, [t for t in layout if t.name in created])
     except KafkaError as exc:
-        await check_credentials(settings)
         raise BrokerUnavailable(
             f"cannot create topics on Kafka at {settings.kafka_bootstrap}: {exc!r}; "
             "is the broker running (kafka-completions broker start) or KC_KAFKA_BOOTSTRAP right?"

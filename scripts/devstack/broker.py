@@ -41,11 +41,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.properties import HOST, SCRAM_MECHANISM, BrokerKeystore, server_properties
+
 KAFKA_VERSION = "4.3.1"
-HOST = "127.0.0.1"
 READY_LINE = "Kafka Server started"
 BROKER_MAIN_CLASS = "kafka.Kafka"
-SCRAM_MECHANISM = "SCRAM-SHA-512"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 DEFAULT_HEAP = "512M"
 DEFAULT_CACHE_DIR = "~/.cache/kafka-completions"
@@ -141,61 +141,14 @@ def new_cluster_id() -> str:
             return text
 
 
-def server_properties(
-    log_dirs: Path, port: int, controller_port: int, sasl_port: int | None = None
-) -> str:
-    """Return server.properties for a combined broker+controller node on 127.0.0.1."""
-    if sasl_port is not None:
-        return _with_sasl(server_properties(log_dirs, port, controller_port), sasl_port)
-    lines = [
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{HOST}:{controller_port}",
-        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
-        "inter.broker.listener.name=PLAINTEXT",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        f"log.dirs={log_dirs}",
-        # One node: the defaults (3 replicas, min ISR 2) would block the internal topics.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "offsets.topic.num.partitions=1",
-        "transaction.state.log.num.partitions=1",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _with_sasl(properties: str, sasl_port: int) -> str:
-    # A second client listener, SASL_PLAINTEXT with SCRAM-SHA-512; the PLAINTEXT one stays for
-    # the broker's own (inter-broker) traffic. The server side of SCRAM needs only the login
-    # module: the credentials live in the metadata log (written by ``format --add-scram``).
-    sasl = f"SASL_PLAINTEXT://{HOST}:{sasl_port}"
-    lines = []
-    for line in properties.splitlines():
-        key = line.partition("=")[0]
-        if key in ("listeners", "advertised.listeners"):
-            line = f"{line},{sasl}"
-        elif key == "listener.security.protocol.map":
-            line = f"{line},SASL_PLAINTEXT:SASL_PLAINTEXT"
-        lines.append(line)
-    lines += [
-        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 class LocalBroker:
     """A single-node KRaft broker on 127.0.0.1 whose files live in ``data_dir``.
 
     With ``scram=(user, password)`` it also listens for SASL_PLAINTEXT (SCRAM-SHA-512) clients
     on ``sasl_port`` (``sasl_bootstrap``); the credential is created when the data is formatted.
+    With ``tls`` (a keystore from ``devstack.certs``) it listens for SSL clients on
+    ``ssl_port``, and with both for SASL_SSL (SCRAM over TLS) on ``sasl_ssl_port``;
+    ``listener(protocol)`` gives each address.
     """
 
     def __init__(
@@ -208,6 +161,9 @@ class LocalBroker:
         heap: str = DEFAULT_HEAP,
         scram: tuple[str, str] | None = None,
         sasl_port: int = 0,
+        tls: BrokerKeystore | None = None,
+        ssl_port: int = 0,
+        sasl_ssl_port: int = 0,
     ) -> None:
         self._data_dir = data_dir.expanduser().resolve()
         self._cache_dir = cache_dir.expanduser()
@@ -215,7 +171,10 @@ class LocalBroker:
         self._controller_port = controller_port
         self._heap = heap
         self._scram = scram
-        self._sasl_port = sasl_port
+        self._tls = tls
+        wanted = {"SASL_PLAINTEXT": sasl_port, "SSL": ssl_port, "SASL_SSL": sasl_ssl_port}
+        secured = {"SASL_PLAINTEXT": scram, "SSL": tls, "SASL_SSL": scram and tls}
+        self._secured = {p: port for p, port in wanted.items() if secured[p]}
         self._log_dirs = self._data_dir / "kafka-logs"
         self._pid_file = self._data_dir / "broker.pid"
         self._state_file = self._data_dir / "broker.json"
@@ -243,11 +202,16 @@ class LocalBroker:
     @property
     def sasl_bootstrap(self) -> str:
         """The SASL_PLAINTEXT (SCRAM-SHA-512) listener's address; BrokerError without one."""
+        return self.listener("SASL_PLAINTEXT")
+
+    def listener(self, protocol: str) -> str:
+        """The address of the running broker's ``protocol`` listener; BrokerError without one."""
         self.bootstrap  # noqa: B018 -- raises when not running
         state = json.loads(self._state_file.read_text())
-        if "sasl_port" not in state:
-            raise BrokerError(f"the broker from {self._data_dir} has no SASL listener")
-        return f"{HOST}:{state['sasl_port']}"
+        port = state.get("listeners", {}).get(protocol)
+        if port is None:
+            raise BrokerError(f"the broker from {self._data_dir} has no {protocol} listener")
+        return f"{HOST}:{port}"
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -265,18 +229,20 @@ class LocalBroker:
             return running.bootstrap
         libs = ensure_jars(self._cache_dir)
         java = _find_java()
-        wanted = (self._port, self._controller_port, *([self._sasl_port] if self._scram else []))
-        port, controller_port, *sasl = _choose_ports(*wanted)
+        wanted = (self._port, self._controller_port, *self._secured.values())
+        port, controller_port, *extra = _choose_ports(*wanted)
         self._data_dir.mkdir(parents=True, exist_ok=True)
         config = self._data_dir / "server.properties"
-        sasl_port = sasl[0] if sasl else None
-        config.write_text(server_properties(self._log_dirs, port, controller_port, sasl_port))
+        secured = dict(zip(self._secured, extra, strict=True))
+        config.write_text(
+            server_properties(self._log_dirs, port, controller_port, secured, self._tls)
+        )
         if not (self._log_dirs / "meta.properties").exists():
             self._format(java, libs, config)
         bootstrap = f"{HOST}:{port}"
         proc = self._launch(java, libs, config)
         self._proc = proc
-        self._write_state(proc.pid, bootstrap, port, controller_port, sasl_port)
+        self._write_state(proc.pid, bootstrap, port, controller_port, secured)
         self._await_ready(proc, timeout_s)
         self._started_here = True
         return bootstrap
@@ -366,11 +332,9 @@ class LocalBroker:
         return _pid_alive(pid)
 
     def _write_state(
-        self, pid: int, bootstrap: str, port: int, controller_port: int, sasl_port: int | None
+        self, pid: int, bootstrap: str, port: int, controller_port: int, secured: dict[str, int]
     ) -> None:
-        ports = {"port": port, "controller_port": controller_port}
-        if sasl_port is not None:
-            ports["sasl_port"] = sasl_port
+        ports = {"port": port, "controller_port": controller_port, "listeners": secured}
         state = {"pid": pid, "bootstrap": bootstrap, **ports, "data_dir": str(self._data_dir)}
         self._pid_file.write_text(f"{pid}\n")
         self._state_file.write_text(json.dumps(state, indent=2) + "\n")
