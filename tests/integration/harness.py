@@ -203,3 +203,19 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) 
                 return
         time.sleep(0.3)
     raise TimeoutError(f"transformers serve not healthy at {url} after {timeout_s} s")
+
+
+class ScriptedBackend:
+    """The Backend surface for a test's own ``run``: never throttled, nothing to close."""
+
+    capacity = 16
+
+    def throttled_until(self) -> float:
+        """Never throttled."""
+        return 0.0
+
+    def cancel(self, request_id: str) -> None:
+        """Nothing to stop."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
