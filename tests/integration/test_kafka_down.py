@@ -43,14 +43,16 @@ async def test_kafka_unreachable_is_a_503_by_the_deadline(own_broker: LocalBroke
         for path, body in bodies.items():
             assert (await client.post(path, json=body)).status_code == 200
         own_broker.stop()
-        for path, body in bodies.items():
-            started = time.monotonic()
-            response = await client.post(path, json=body)
-            elapsed = time.monotonic() - started
-            assert response.status_code == 503, response.text
-            error = response.json()["error"]
-            assert error["code"] == "kafka_unavailable"
-            assert settings.kafka_bootstrap in error["message"]
-            assert response.headers["Retry-After"]
-            assert elapsed < _DEADLINE_S + 1
-        own_broker.start()  # back on the same ports: the worker and front end stop cleanly
+        try:
+            for path, body in bodies.items():
+                started = time.monotonic()
+                response = await client.post(path, json=body)
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                error = response.json()["error"]
+                assert error["code"] == "kafka_unavailable"
+                assert settings.kafka_bootstrap in error["message"]
+                assert response.headers["Retry-After"]
+                assert elapsed < _DEADLINE_S + 1
+        finally:
+            own_broker.start()  # back on the same ports: the worker and front end stop cleanly
