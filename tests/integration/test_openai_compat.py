@@ -239,3 +239,17 @@ async def test_unimplemented_features_are_refused_with_400(
 
 
 USER_HI = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize("path", ["/v1/completion", "/v1/completions"])
+async def test_at_most_16_stop_strings_over_http(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient], path: str
+) -> None:
+    _, http = sdk
+    sixteen = [f"zz{i}" for i in range(16)]  # a literal 16: the README's promise
+    body = {"model": "echo", "prompt": "one two", "max_tokens": 3}
+    served = await http.post(path, json=body | {"stop": sixteen})
+    assert served.status_code == 200, served.text
+    refused = await http.post(path, json=body | {"stop": [*sixteen, "zz16"]})
+    assert refused.status_code in (400, 422), refused.text
+    assert refused.json()["error"]["param"] == "stop"
