@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError
 
-import producer.jobs
-import producer.manifest
+import producer.jobs.manifest
+import producer.jobs.submission
 from producer.jobs import JobError, collect, submit
 from schemas.errors import BrokerUnavailable
 from schemas.registry import load_registry
@@ -75,14 +75,14 @@ async def test_an_interrupted_submission_resumes_with_only_what_has_no_result(
 ) -> None:
     settings = settings.model_copy(update={"drain_timeout_s": 1})
     job_file = write_job(tmp_path / "job.jsonl", 10)
-    real_write = producer.manifest.write_manifest
+    real_write = producer.jobs.manifest.write_manifest
 
     async def lose_the_last_write(*args: Any) -> None:
         if args[-1].state == "submitted":  # the tasks are out; the process "dies" now
             raise KafkaError("broker went away")
         await real_write(*args)
 
-    monkeypatch.setattr(producer.jobs, "write_manifest", lose_the_last_write)
+    monkeypatch.setattr(producer.jobs.submission, "write_manifest", lose_the_last_write)
     with pytest.raises(BrokerUnavailable, match="submitting it again resumes it"):
         await submit(settings, job_file, job_id="cut", progress=False)
     monkeypatch.undo()
