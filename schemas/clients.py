@@ -97,6 +97,12 @@ async def check_credentials(settings: Settings) -> None:
     del options["bootstrap_servers"]
     try:
         conn = await create_conn(host, int(port), request_timeout_ms=10_000, **options)
+    except ssl.SSLCertVerificationError as exc:
+        raise ConfigError(
+            f"Kafka at {host}:{port} presented a TLS certificate we do not trust "
+            f"({exc.verify_message}): KC_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile} must "
+            "hold the CA that signed the brokers' certificates (unset: the system's CAs)"
+        ) from exc
     except (AuthenticationFailedError, SaslAuthenticationFailed, ssl.SSLError) as exc:
         raise ConfigError(
             f"Kafka at {host}:{port} refused to authenticate us "

@@ -43,6 +43,8 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
     """Create the missing topics; existing ones are left as they are."""
+    # First: a wrong CA or password would otherwise surface as aiokafka's errors and retries.
+    await check_credentials(settings)
     admin = clients.admin(settings, "kc-admin")
     try:
         await admin.start()
@@ -51,7 +53,6 @@ async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
         created = {name for name, code, *_ in response.topic_errors if code == 0}
         await _wait_until_served(settings, [t for t in layout if t.name in created])
     except KafkaError as exc:
-        await check_credentials(settings)
         raise BrokerUnavailable(
             f"cannot create topics on Kafka at {settings.kafka_bootstrap}: {exc!r}; "
             "is the broker running (kafka-completions broker start) or KC_KAFKA_BOOTSTRAP right?"

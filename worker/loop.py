@@ -5,9 +5,10 @@ when there is not, so the consumer keeps polling and never loses its group membe
 long inference takes. Lanes (``plan_lanes``): the interactive partitions come first; the bulk
 partitions are paused while interactive tasks are in flight or the last poll brought some, and
 bulk tasks never fill more than half the capacity, so an interactive task waits at most for
-the batch already generating. Each record is decided in ``_admit`` (a task to run, an expired
-task, or a dead letter) and tasks go to the backend. One flusher publishes the decided head of each
-partition (see ``worker.ledger``) and commits those offsets in the same Kafka transaction.
+the batch already generating. Each record is decided by ``worker.admission`` (a task to run,
+an expired task, or a dead letter) and tasks go to the backend. One flusher publishes the
+decided head of each partition (see ``worker.ledger``) and commits those offsets in the same
+Kafka transaction.
 SIGTERM stops fetching; in-flight work gets ``KC_DRAIN_TIMEOUT_S`` to finish and be committed;
 what is left is not committed and another worker of the group runs it.
 """
@@ -26,12 +27,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from schemas import clients
-from schemas.errors import WireError
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import ResultMessage, decode_task
+from schemas.wire import ResultMessage
+from worker.admission import Expired, Fetched, admit, replies_early
 from worker.backend import Backend
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
@@ -163,27 +164,17 @@ class ModelWorker:
         """Take a record: a task to run (returned) or a decision made here (None)."""
         where = (tp.topic, tp.partition)
         self._ledger.take(where, record.offset)
-        try:
-            message = decode_task(record.value)
-            if message.model != self._spec.name:
-                raise WireError(
-                    f"task for model {message.model!r} on a topic of {self._spec.name!r}"
-                )
-        except WireError as exc:
-            source = f"{tp.topic}:{tp.partition}:{record.offset}"
-            self._decide(
-                where, record.offset, DeadLetter(str(exc), source, record.key, record.value)
-            )
+        fetched = Fetched(tp.topic, tp.partition, record.offset, record.key, record.value)
+        decision = admit(fetched, self._spec.name, time.time())
+        if isinstance(decision, DeadLetter):
+            self._decide(where, record.offset, decision)
             return None
-        now = time.time()
-        task = Task(message, tp.topic, tp.partition, record.offset, now)
+        task = decision.task if isinstance(decision, Expired) else decision
         self._metrics.queue_time.labels(self._spec.name).observe(
-            max(0.0, now - message.enqueued_at)
+            max(0.0, task.received_at - task.message.enqueued_at)
         )
-        if message.deadline is not None and message.deadline < now:
-            self._finish(
-                task, Failure("deadline_exceeded", "the deadline passed before work began")
-            )
+        if isinstance(decision, Expired):
+            self._finish(task, decision.failure)
             return None
         return task
 
@@ -203,7 +194,7 @@ class ModelWorker:
                 pending.pop(id(task), None)
                 self._streamer.forget(task)
                 result = self._finish(task, event)
-                if self._settings.early_replies and task.message.reply_partition is not None:
+                if replies_early(task, self._settings.early_replies):
                     await self._streamer.reply(task, result)
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)

@@ -7,6 +7,7 @@ and ``kafka-completions serve`` never loads torch.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 from schemas.logs import configure_logging
@@ -18,9 +19,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from producer.frontend.app import create_app
+    from schemas.clients import check_credentials
     from schemas.ports import listening_socket
 
     settings = settings_of(args)
+    # Before uvicorn: an error in its start-up hook comes out as a traceback, and a wrong CA
+    # or password is a setting to name in one line (the entry point prints the ConfigError).
+    asyncio.run(check_credentials(settings))
     app = create_app(settings, load_registry(settings.registry_path))
     # Bound here, not by uvicorn, so a port in use is one line naming KC_PORT (uvicorn would
     # log the OSError and exit 1 without naming the setting).

@@ -40,7 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import process
-from devstack.properties import HOST, SCRAM_MECHANISM, new_cluster_id, server_properties
+from devstack.properties import (
+    HOST,
+    SCRAM_MECHANISM,
+    BrokerKeystore,
+    new_cluster_id,
+    server_properties,
+)
 
 KAFKA_VERSION = "4.3.1"
 READY_LINE = "Kafka Server started"
@@ -136,6 +142,9 @@ class LocalBroker:
 
     With ``scram=(user, password)`` it also listens for SASL_PLAINTEXT (SCRAM-SHA-512) clients
     on ``sasl_port`` (``sasl_bootstrap``); the credential is created when the data is formatted.
+    With ``tls`` (a keystore from ``devstack.certs``) it listens for SSL clients on
+    ``ssl_port``, and with both for SASL_SSL (SCRAM over TLS) on ``sasl_ssl_port``;
+    ``listener(protocol)`` gives each address.
     """
 
     def __init__(
@@ -148,6 +157,9 @@ class LocalBroker:
         heap: str = DEFAULT_HEAP,
         scram: tuple[str, str] | None = None,
         sasl_port: int = 0,
+        tls: BrokerKeystore | None = None,
+        ssl_port: int = 0,
+        sasl_ssl_port: int = 0,
     ) -> None:
         self._data_dir = data_dir.expanduser().resolve()
         self._cache_dir = cache_dir.expanduser()
@@ -155,7 +167,10 @@ class LocalBroker:
         self._controller_port = controller_port
         self._heap = heap
         self._scram = scram
-        self._sasl_port = sasl_port
+        self._tls = tls
+        wanted = {"SASL_PLAINTEXT": sasl_port, "SSL": ssl_port, "SASL_SSL": sasl_ssl_port}
+        secured = {"SASL_PLAINTEXT": scram, "SSL": tls, "SASL_SSL": scram and tls}
+        self._secured = {p: port for p, port in wanted.items() if secured[p]}
         self._log_dirs = self._data_dir / "kafka-logs"
         self._pid_file = self._data_dir / "broker.pid"
         self._state_file = self._data_dir / "broker.json"
@@ -183,11 +198,16 @@ class LocalBroker:
     @property
     def sasl_bootstrap(self) -> str:
         """The SASL_PLAINTEXT (SCRAM-SHA-512) listener's address; BrokerError without one."""
+        return self.listener("SASL_PLAINTEXT")
+
+    def listener(self, protocol: str) -> str:
+        """The address of the running broker's ``protocol`` listener; BrokerError without one."""
         self.bootstrap  # noqa: B018 -- raises when not running
         state = json.loads(self._state_file.read_text())
-        if "sasl_port" not in state:
-            raise BrokerError(f"the broker from {self._data_dir} has no SASL listener")
-        return f"{HOST}:{state['sasl_port']}"
+        port = state.get("listeners", {}).get(protocol)
+        if port is None:
+            raise BrokerError(f"the broker from {self._data_dir} has no {protocol} listener")
+        return f"{HOST}:{port}"
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -205,18 +225,20 @@ class LocalBroker:
             return running.bootstrap
         libs = ensure_jars(self._cache_dir)
         java = _find_java()
-        wanted = (self._port, self._controller_port, *([self._sasl_port] if self._scram else []))
-        port, controller_port, *sasl = _choose_ports(*wanted)
+        wanted = (self._port, self._controller_port, *self._secured.values())
+        port, controller_port, *extra = _choose_ports(*wanted)
         self._data_dir.mkdir(parents=True, exist_ok=True)
         config = self._data_dir / "server.properties"
-        sasl_port = sasl[0] if sasl else None
-        config.write_text(server_properties(self._log_dirs, port, controller_port, sasl_port))
+        secured = dict(zip(self._secured, extra, strict=True))
+        config.write_text(
+            server_properties(self._log_dirs, port, controller_port, secured, self._tls)
+        )
         if not (self._log_dirs / "meta.properties").exists():
             self._format(java, libs, config)
         bootstrap = f"{HOST}:{port}"
         proc = self._launch(java, libs, config)
         self._proc = proc
-        self._write_state(proc.pid, bootstrap, port, controller_port, sasl_port)
+        self._write_state(proc.pid, bootstrap, port, controller_port, secured)
         self._await_ready(proc, timeout_s)
         self._started_here = True
         return bootstrap
@@ -303,11 +325,9 @@ class LocalBroker:
         return _pid_alive(pid)
 
     def _write_state(
-        self, pid: int, bootstrap: str, port: int, controller_port: int, sasl_port: int | None
+        self, pid: int, bootstrap: str, port: int, controller_port: int, secured: dict[str, int]
     ) -> None:
-        ports = {"port": port, "controller_port": controller_port}
-        if sasl_port is not None:
-            ports["sasl_port"] = sasl_port
+        ports = {"port": port, "controller_port": controller_port, "listeners": secured}
         state = {"pid": pid, "bootstrap": bootstrap, **ports, "data_dir": str(self._data_dir)}
         self._pid_file.write_text(f"{pid}\n")
         self._state_file.write_text(json.dumps(state, indent=2) + "\n")

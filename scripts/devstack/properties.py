@@ -1,4 +1,11 @@
-"""The local broker's ``server.properties``: one node, broker and controller, on 127.0.0.1.
+"""``server.properties`` of the local node: one PLAINTEXT listener, and the secured ones asked for.
+
+Besides PLAINTEXT (which the broker also uses for its own inter-broker traffic), a node can
+listen for ``SASL_PLAINTEXT`` (SCRAM-SHA-512), ``SSL`` and ``SASL_SSL`` clients, each on its
+own port; a listener is named after its protocol. The server side of SCRAM needs only the
+login module (the credentials live in the metadata log, written by ``format --add-scram``);
+TLS needs the broker's keystore (``devstack.certs`` makes one). Clients are not asked for a
+certificate (``ssl.client.auth`` stays ``none``).
 
 The replication settings matter: on one node the defaults (3 replicas, min ISR 2) keep the
 internal topics from being created, and consumer groups and transactions then retry forever.
@@ -8,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -23,21 +32,42 @@ def new_cluster_id() -> str:
             return text
 
 
+SECURED = ("SASL_PLAINTEXT", "SSL", "SASL_SSL")
+
+
+@dataclass(frozen=True)
+class BrokerKeystore:
+    """The broker's PKCS12 keystore: its key and the certificate the CA signed."""
+
+    path: Path
+    password: str
+
+
 def server_properties(
-    log_dirs: Path, port: int, controller_port: int, sasl_port: int | None = None
+    log_dirs: Path,
+    port: int,
+    controller_port: int,
+    secured: Mapping[str, int] | None = None,
+    keystore: BrokerKeystore | None = None,
 ) -> str:
-    """Return server.properties for a combined broker+controller node on 127.0.0.1."""
-    if sasl_port is not None:
-        return _with_sasl(server_properties(log_dirs, port, controller_port), sasl_port)
+    """server.properties for a combined broker+controller node on 127.0.0.1.
+
+    ``secured`` maps each extra listener's protocol (one of ``SECURED``) to its port.
+    """
+    extra = dict(secured or {})
+    if any(p.endswith("SSL") for p in extra) and keystore is None:
+        raise ValueError("an SSL listener needs the broker's keystore")
+    urls = "".join(f",{p}://{HOST}:{extra[p]}" for p in extra)
+    protocols = "".join(f",{p}:{p}" for p in extra)
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{HOST}:{controller_port}",
-        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
+        f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}{urls}",
+        f"advertised.listeners=PLAINTEXT://{HOST}:{port}{urls}",
         "inter.broker.listener.name=PLAINTEXT",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}",
         f"log.dirs={log_dirs}",
         # One node: the defaults (3 replicas, min ISR 2) would block the internal topics.
         "offsets.topic.replication.factor=1",
@@ -48,26 +78,30 @@ def server_properties(
         "group.initial.rebalance.delay.ms=0",
         "offsets.topic.num.partitions=1",
         "transaction.state.log.num.partitions=1",
+        *_sasl(extra),
+        *_tls(keystore if any(p.endswith("SSL") for p in extra) else None),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _with_sasl(properties: str, sasl_port: int) -> str:
-    # A second client listener, SASL_PLAINTEXT with SCRAM-SHA-512; the PLAINTEXT one stays for
-    # the broker's own (inter-broker) traffic. The server side of SCRAM needs only the login
-    # module: the credentials live in the metadata log (written by ``format --add-scram``).
-    sasl = f"SASL_PLAINTEXT://{HOST}:{sasl_port}"
-    lines = []
-    for line in properties.splitlines():
-        key = line.partition("=")[0]
-        if key in ("listeners", "advertised.listeners"):
-            line = f"{line},{sasl}"
-        elif key == "listener.security.protocol.map":
-            line = f"{line},SASL_PLAINTEXT:SASL_PLAINTEXT"
-        lines.append(line)
-    lines += [
+def _sasl(protocols: Mapping[str, int]) -> list[str]:
+    sasl = [p for p in protocols if p.startswith("SASL_")]
+    if not sasl:
+        return []
+    login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    mechanism = SCRAM_MECHANISM.lower()
+    return [
         f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
-        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        *(f"listener.name.{p.lower()}.{mechanism}.sasl.jaas.config={login}" for p in sasl),
     ]
-    return "\n".join(lines) + "\n"
+
+
+def _tls(keystore: BrokerKeystore | None) -> list[str]:
+    if keystore is None:
+        return []
+    return [
+        f"ssl.keystore.location={keystore.path}",
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.password={keystore.password}",
+        f"ssl.key.password={keystore.password}",
+    ]

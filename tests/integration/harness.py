@@ -228,3 +228,19 @@ def transformers_serve(
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.stop(child, timeout_s=10)
+
+
+class ScriptedBackend:
+    """The Backend surface for a test's own ``run``: never throttled, nothing to close."""
+
+    capacity = 16
+
+    def throttled_until(self) -> float:
+        """Never throttled."""
+        return 0.0
+
+    def cancel(self, request_id: str) -> None:
+        """Nothing to stop."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

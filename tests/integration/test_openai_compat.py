@@ -196,3 +196,60 @@ async def test_a_caller_that_leaves_cancels_the_generation(
     assert outcome is not None and outcome.error is not None, "the generation ran on"
     assert outcome.error.code == "cancelled"
     assert time.monotonic() - started < 30
+
+
+async def test_completions_max_tokens_defaults_to_16(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+) -> None:
+    client, _ = sdk
+    # echo answers exactly max_tokens tokens when no stop cuts it.
+    answer = await client.completions.create(model="echo", prompt="one two three")
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == 16
+    assert len(answer.choices[0].text.split()) == 16
+    assert answer.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("best_of", 2),
+        ("functions", [{"name": "f", "parameters": {"type": "object"}}]),
+        ("top_logprobs", 2),
+        ("logprobs", 1),
+    ],
+)
+@pytest.mark.parametrize("route", ["completions", "chat"])
+async def test_unimplemented_features_are_refused_with_400(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient], field: str, value: object, route: str
+) -> None:
+    _, http = sdk
+    body: dict[str, object]
+    if route == "completions":
+        path, body = "/v1/completions", {"model": "echo", "prompt": "x"}
+    else:
+        path, body = "/v1/chat/completions", {"model": "echo", "messages": [USER_HI]}
+    response = await http.post(path, json=body | {field: value})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert field in error["message"]
+    # What is accepted instead: the same body without the field is served.
+    assert (await http.post(path, json=body)).status_code == 200
+
+
+USER_HI = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize("path", ["/v1/completion", "/v1/completions"])
+async def test_at_most_16_stop_strings_over_http(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient], path: str
+) -> None:
+    _, http = sdk
+    sixteen = [f"zz{i}" for i in range(16)]  # a literal 16: the README's promise
+    body = {"model": "echo", "prompt": "one two", "max_tokens": 3}
+    served = await http.post(path, json=body | {"stop": sixteen})
+    assert served.status_code == 200, served.text
+    refused = await http.post(path, json=body | {"stop": [*sixteen, "zz16"]})
+    assert refused.status_code in (400, 422), refused.text
+    assert refused.json()["error"]["param"] == "stop"

@@ -268,3 +268,10 @@ def test_response_serialises_created_as_iso_8601_and_id_as_uuid_string() -> None
     assert body["object"] == "text_completion"
     assert body["choices"][0]["usage"]["total_tokens"] == 5
     assert set(body) == {"id", "object", "created", "choices", "usage"}
+
+
+def test_at_most_16_stop_strings_pinned() -> None:
+    # A literal on purpose: the README promises 16, whatever the constant says.
+    sixteen = [f"s{i}" for i in range(16)]
+    assert _request(stop=sixteen).stop == sixteen
+    assert _locs(_refused(stop=[*sixteen, "s16"])) == {"stop"}

@@ -80,3 +80,29 @@ def test_chat_content_parts_are_joined() -> None:
         _chat(messages=[])
     with pytest.raises(ValidationError):
         _chat(messages=[{"role": "tool", "content": "x"}])
+
+
+def test_completions_max_tokens_defaults_to_16_as_openai_documents() -> None:
+    assert CompletionsRequest(model="m", prompt="p").max_tokens == 16
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("best_of", 2), ("best_of", 5), ("functions", [{"name": "f"}]), ("top_logprobs", 1)],
+)
+def test_best_of_functions_and_top_logprobs_are_refused(field: str, value: Any) -> None:
+    for body in ({"model": "m", "prompt": "p"}, {"model": "m", "messages": [_HI]}):
+        request = CompletionsRequest if "prompt" in body else ChatCompletionsRequest
+        with pytest.raises(ValidationError, match=field):
+            request.model_validate(body | {field: value})
+    assert CompletionsRequest.model_validate({"model": "m", "prompt": "p", "best_of": 1})
+
+
+_HI = {"role": "user", "content": "hi"}
+
+
+def test_at_most_16_stop_strings_on_the_openai_routes_too() -> None:
+    sixteen = [f"s{i}" for i in range(16)]
+    assert CompletionsRequest(model="m", prompt="p", stop=sixteen).stops == tuple(sixteen)
+    with pytest.raises(ValidationError, match="stop"):
+        CompletionsRequest(model="m", prompt="p", stop=[*sixteen, "s16"])

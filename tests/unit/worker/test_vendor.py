@@ -7,8 +7,19 @@ import time
 
 import pytest
 
-from schemas.registry import load_registry
-from worker.vendor import Fault, RetryPolicy, detail, retry_after, scrub, status_fault
+from schemas.registry import ModelSpec, load_registry
+from schemas.wire import ErrorCode
+from tests.unit.factories import task, task_message
+from worker.task import Completion, Failure
+from worker.vendor import (
+    Fault,
+    RetryPolicy,
+    VendorGate,
+    detail,
+    retry_after,
+    scrub,
+    status_fault,
+)
 
 
 @pytest.mark.parametrize(
@@ -125,3 +136,49 @@ async def test_the_gate_counts_retries_and_429s_in_the_worker_metrics() -> None:
     assert sample("kc_worker_vendor_throttled_total", model="gpt-4") == 1.0
     assert sample("kc_worker_vendor_retries_total", model="gpt-4", reason="rate_limited") == 1.0
     assert sample("kc_worker_vendor_retries_total", model="gpt-4", reason="unavailable") == 1.0
+
+
+def _gate(max_retries: int = 10, budget_s: float = 30.0) -> VendorGate:
+    spec = ModelSpec(name="gpt-4", backend="openai", api_key_env="OPENAI_API_KEY")
+    policy = RetryPolicy(max_retries=max_retries, budget_s=budget_s)
+    return VendorGate(spec, "OpenAI", lambda exc: Fault("backend_error", str(exc)), "sk-x", policy)
+
+
+@pytest.mark.parametrize("code", ["unavailable", "rate_limited"])
+async def test_retries_stop_before_the_tasks_deadline(code: ErrorCode) -> None:
+    # Retry-After 0.2 s, ten retries and a 30 s budget allowed: only the deadline, 0.5 s
+    # away, can end this early. Ignoring it would retry for ~2 s.
+    calls: list[float] = []
+
+    async def attempt(_: object) -> Completion | Fault:
+        calls.append(time.time())
+        return Fault(code, "HTTP 503", retryable=True, retry_after=0.2)
+
+    deadline = time.time() + 0.5
+    outcome = await _gate().call(task(task_message(deadline=deadline)), attempt)
+    assert isinstance(outcome, Failure)
+    assert outcome.code == code
+    assert time.time() <= deadline
+    assert 1 <= len(calls) <= 3
+    assert all(at < deadline for at in calls)
+
+
+async def test_a_task_past_its_deadline_never_calls_the_vendor() -> None:
+    async def attempt(_: object) -> Completion | Fault:
+        raise AssertionError("the vendor was called for an expired task")
+
+    outcome = await _gate().call(task(task_message(deadline=time.time() - 1)), attempt)
+    assert isinstance(outcome, Failure)
+    assert outcome.code == "deadline_exceeded"
+
+
+async def test_without_a_deadline_the_retries_run_to_max_retries() -> None:
+    calls = 0
+
+    async def attempt(_: object) -> Completion | Fault:
+        nonlocal calls
+        calls += 1
+        return Fault("unavailable", "HTTP 503", retryable=True, retry_after=0.01)
+
+    outcome = await _gate(max_retries=3).call(task(), attempt)
+    assert isinstance(outcome, Failure) and calls == 4

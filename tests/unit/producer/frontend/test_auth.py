@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 import pytest
@@ -74,3 +75,33 @@ def test_key_id_is_stable_and_never_contains_the_key(key: str) -> None:
     # Hex keys are where a lazy id (the key itself, or its prefix) would look plausible.
     assert kid not in key
     assert key not in kid
+
+
+_COMPARE = hmac.compare_digest
+
+
+class _Spy:
+    """Stands in for ``hmac.compare_digest``: same answers, every call recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, bytes]] = []
+
+    def __call__(self, a: bytes, b: bytes) -> bool:
+        self.calls.append((a, b))
+        return _COMPARE(a, b)
+
+
+@pytest.mark.parametrize("given", [*KEYS, "wrong-key-CCCC", KEYS[0][:4]])
+def test_every_key_is_compared_in_constant_time_without_stopping_early(
+    given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = (*KEYS, "third-key-DDDD")
+    spy = _Spy()
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    checker = KeyChecker([SecretStr(k) for k in keys])
+    found = checker.check(f"Bearer {given}")
+    assert found == (key_id(given) if given in keys else None)
+    # One constant-time comparison per configured key, whichever key matched (the first one
+    # included): a loop that stopped at the match, or an ``==``, would tell by its timing.
+    assert sorted(b for _, b in spy.calls) == sorted(k.encode() for k in keys)
+    assert all(a == given.encode() for a, _ in spy.calls)

@@ -1,0 +1,60 @@
+"""What a worker decides for a fetched record and for a finished task, without Kafka.
+
+A record becomes a task to run, an expired task (answered ``deadline_exceeded`` without
+calling the model or the vendor), or a dead letter (garbage, wrong schema, wrong version, a
+task of another model). A finished task's result also goes early to its caller when early
+replies are on and somebody waits for it (bulk tasks carry no reply partition). The consume
+loop (``worker.loop``) acts on these decisions; keeping them pure lets a unit test hold them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.errors import WireError
+from schemas.wire import decode_task
+from worker.task import DeadLetter, Failure, Task
+
+EXPIRED = Failure("deadline_exceeded", "the deadline passed before work began")
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A task whose deadline passed before work began: it is answered, never run."""
+
+    task: Task
+    failure: Failure = EXPIRED
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A record as the consumer handed it over, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+Admission = Task | Expired | DeadLetter
+
+
+def admit(record: Fetched, model: str, now: float) -> Admission:
+    """The decision for one record fetched from a request topic of ``model`` at ``now``."""
+    try:
+        message = decode_task(record.value)
+        if message.model != model:
+            raise WireError(f"task for model {message.model!r} on a topic of {model!r}")
+    except WireError as exc:
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        return DeadLetter(str(exc), source, record.key, record.value)
+    task = Task(message, record.topic, record.partition, record.offset, now)
+    if message.deadline is not None and message.deadline < now:
+        return Expired(task)
+    return task
+
+
+def replies_early(task: Task, early_replies: bool) -> bool:
+    """Whether the task's result also goes at once to a caller waiting for it."""
+    return early_replies and task.message.reply_partition is not None
