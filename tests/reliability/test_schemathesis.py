@@ -49,12 +49,13 @@ async def test_schemathesis_checks_all_pass(settings: Settings, tmp_path: Path) 
         ]
         # A child process: this loop serves the front end meanwhile.
         child = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
         output = (await child.communicate())[0].decode()
         answered = _answered((await client.get("/metrics")).text)
     (tmp_path / "schemathesis.txt").write_text(output)
-    print(output[-3000:], answered)
+    cases = re.search(r"(\d+) generated, (\d+) passed", output)
+    print(f"\nschemathesis: {cases.group(0) if cases else '?'}; answers by status {answered}")
     problems = re.search(r"={5,} (?:FAILURES|ERRORS) ={5,}.*", output, re.S)
     assert child.returncode == 0, problems.group(0)[:12000] if problems else output[-4000:]
     assert "No issues found" in output, output[-4000:]
