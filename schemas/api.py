@@ -6,6 +6,8 @@ Decisions where the spec is silent (also in the README):
 - ``stop`` holds at most 16 non-empty strings (a vendor may accept fewer: checked per model).
 - ``usage`` of the response is the sum over choices, ``prediction_time_ms`` included.
 - Unknown fields are refused, so a misspelt parameter never passes silently.
+- Integers follow JSON Schema: ``267.0`` is the integer 267; ``16.5``, ``"16"`` and ``true`` are
+  refused.
 """
 
 from __future__ import annotations
@@ -14,13 +16,34 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
 
 DEFAULT_MAX_TOKENS = 64
 MAX_MAX_TOKENS = 4096
 MAX_STOP_SEQUENCES = 16
 MAX_MODELS_PER_REQUEST = 16
 
+
+def integral(value: Any) -> Any:
+    """A float with no fractional part as the int it is (JSON Schema counts 267.0 an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# The validator comes last, so that it runs first and the bounds still reach the JSON schema.
+MaxTokens = Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS), BeforeValidator(integral)]
+# A model every registry can serve (echo needs no weights and no key), so that clients and
+# fuzzers reading the OpenAPI document reach a model.
+MODEL_EXAMPLES = ["echo"]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 UnitFloat = Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -33,11 +56,12 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: Annotated[str, StringConstraints(min_length=1)]
-    model: (
+    model: Annotated[
         ModelName
-        | Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS_PER_REQUEST)]
-    )
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS)] = DEFAULT_MAX_TOKENS
+        | Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS_PER_REQUEST)],
+        Field(examples=[*MODEL_EXAMPLES, MODEL_EXAMPLES * 2]),
+    ]
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS
     temperature: UnitFloat = 1.0
     top_p: UnitFloat = 1.0
     stop: Annotated[list[StopString], Field(max_length=MAX_STOP_SEQUENCES)] | None = None

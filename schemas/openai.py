@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
-from schemas.api import MAX_MAX_TOKENS
+from schemas.api import MODEL_EXAMPLES, MaxTokens, integral
 
 OpenAIFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 _UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias")
@@ -21,20 +30,28 @@ _UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "tools", "function
 class StreamOptions(BaseModel):
     """``stream_options``: whether the last chunk carries the usage."""
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+def _declare_unsupported(schema: dict[str, Any]) -> None:
+    # Other unknown fields are ignored; these are refused unless empty, so the document says so.
+    properties = schema.setdefault("properties", {})
+    for name in _UNSUPPORTED:
+        properties[name] = {"enum": [None, False, 0, [], {}], "description": "not supported"}
+    properties["best_of"] = {"enum": [None, 1], "description": "only 1 is supported"}
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_declare_unsupported)
 
-    model: Annotated[str, Field(min_length=1, max_length=128)]
+    model: Annotated[str, Field(min_length=1, max_length=128, examples=MODEL_EXAMPLES)]
     temperature: Annotated[OpenAIFloat, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[OpenAIFloat, Field(ge=0.0, le=1.0)] = 1.0
-    n: Annotated[StrictInt, Field(ge=1, le=16)] = 1
+    n: Annotated[StrictInt, Field(ge=1, le=16), BeforeValidator(integral)] = 1
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
     presence_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
 
     @model_validator(mode="after")
@@ -59,7 +76,7 @@ class CompletionsRequest(_Common):
     """``POST /v1/completions`` (legacy completions)."""
 
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=16)]
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS)] = 16
+    max_tokens: MaxTokens = 16
 
     @property
     def prompts(self) -> list[str]:
@@ -92,8 +109,8 @@ class ChatCompletionsRequest(_Common):
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[InputMessage], Field(min_length=1)]
-    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_MAX_TOKENS)] | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
 
     @property
     def token_limit(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.frontend.errors import error_response
@@ -56,8 +57,8 @@ class Guard:
 
     async def _check_body(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
         """A 415 or 413 response for a POST that is refused, and the receive to go on with."""
-        if scope["method"] != "POST":
-            return None, receive
+        if scope["method"] != "POST" or not _routed(scope):
+            return None, receive  # no body expected: the router answers (404, 405 with Allow)
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if media != "application/json":
@@ -84,6 +85,12 @@ class Guard:
             "(KC_MAX_BODY_BYTES)",
         )
         return error_response(413, detail), receive
+
+
+def _routed(scope: Scope) -> bool:
+    """Whether a route takes this method on this path (``scope["app"]`` is set by Starlette)."""
+    routes = getattr(scope.get("app"), "routes", ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
 
 async def _buffer(receive: Receive, limit: int) -> tuple[int, Receive]:

@@ -122,9 +122,23 @@ def test_max_tokens_cap_is_the_documented_4096() -> None:
     assert MAX_MAX_TOKENS == 4096
 
 
-@pytest.mark.parametrize("value", [16.5, 16.0, "16", True, False, None])
+@pytest.mark.parametrize("value", [16.5, 267.25, "16", "267.0", True, False, None, math.inf])
 def test_max_tokens_is_a_strict_integer(value: Any) -> None:
     assert _locs(_refused(max_tokens=value)) == {"max_tokens"}
+
+
+@pytest.mark.parametrize("value", [267.0, 1.0, 4096.0])
+def test_max_tokens_takes_an_integral_number_as_json_schema_does(value: float) -> None:
+    # The OpenAPI document says "integer", and JSON Schema counts 267.0 an integer.
+    taken = _request(max_tokens=value).max_tokens
+    assert taken == int(value) and type(taken) is int
+
+
+def test_max_tokens_bounds_hold_for_integral_numbers_and_reach_the_schema() -> None:
+    assert _locs(_refused(max_tokens=4097.0)) == {"max_tokens"}
+    assert _locs(_refused(max_tokens=0.0)) == {"max_tokens"}
+    schema = CompletionRequest.model_json_schema()["properties"]["max_tokens"]
+    assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", 1, 4096)
 
 
 def test_model_as_one_name() -> None:

@@ -106,3 +106,31 @@ def test_at_most_16_stop_strings_on_the_openai_routes_too() -> None:
     assert CompletionsRequest(model="m", prompt="p", stop=sixteen).stops == tuple(sixteen)
     with pytest.raises(ValidationError, match="stop"):
         CompletionsRequest(model="m", prompt="p", stop=[*sixteen, "s16"])
+
+
+def test_integral_numbers_are_integers_and_fractions_are_not() -> None:
+    body = CompletionsRequest.model_validate(
+        {"model": "m", "prompt": "p", "n": 2.0, "max_tokens": 267.0}
+    )
+    assert (body.n, body.max_tokens) == (2, 267)
+    assert _chat(max_completion_tokens=9.0).token_limit == 9
+    for field in ("n", "max_tokens"):
+        with pytest.raises(ValidationError, match=field):
+            CompletionsRequest.model_validate({"model": "m", "prompt": "p", field: 2.5})
+
+
+@pytest.mark.parametrize("fields", [{"stream": 1}, {"stream_options": {"include_usage": 0}}])
+def test_booleans_are_json_booleans(fields: dict[str, Any]) -> None:
+    # The schema says boolean; 0 and 1 accepted would be a schema-violating request served.
+    with pytest.raises(ValidationError):
+        CompletionsRequest.model_validate({"model": "m", "prompt": "p"} | fields)
+
+
+def test_the_schema_declares_which_values_of_unsupported_fields_pass() -> None:
+    properties = CompletionsRequest.model_json_schema()["properties"]
+    assert properties["logprobs"]["enum"] == [None, False, 0, [], {}]
+    assert properties["best_of"]["enum"] == [None, 1]
+    for value in properties["logprobs"]["enum"]:
+        CompletionsRequest.model_validate({"model": "m", "prompt": "p", "logprobs": value})
+    with pytest.raises(ValidationError, match="best_of"):
+        CompletionsRequest.model_validate({"model": "m", "prompt": "p", "best_of": 2})

@@ -431,6 +431,24 @@ def test_415_for_a_body_that_is_not_json(app: FastAPI, media: str) -> None:
     assert "application/json" in error["message"]
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/v1/models"])
+@pytest.mark.parametrize("media", ["text/plain", "application/json"])
+def test_an_undeclared_method_is_405_with_allow_whatever_the_body(
+    app: FastAPI, path: str, media: str
+) -> None:
+    # The body guard refuses media types only where a route takes the body: elsewhere the
+    # router's 405 (with Allow) is the truth, not a 415 about a body nobody reads.
+    headers = AUTH | {"Content-Type": media}
+    response = _client(app).post(path, content=b"x" * 10, headers=headers)
+    _error(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+def test_an_unknown_path_is_404_even_with_a_body_that_is_not_json(app: FastAPI) -> None:
+    headers = AUTH | {"Content-Type": "text/plain"}
+    _error(_client(app).post("/v1/nothing-here", content=b"x", headers=headers), 404)
+
+
 def test_413_names_the_limit(app: FastAPI) -> None:
     limit = app.state.front.settings.max_body_bytes
     body = SPEC_EXAMPLE | {"prompt": "x" * (limit + 1)}
