@@ -29,6 +29,7 @@ from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.wire import TaskMessage
 from worker.decode import DecodeBatch, Finished, Row
+from worker.draws import task_seed
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Delta, Failure, Outcome, Task
@@ -151,7 +152,8 @@ class TransformersBackend:
             if refusal is not None:
                 _resolve(item, refusal)
                 continue
-            row = Row(item, list(prompt), message.sampling, message.deadline)
+            seed = task_seed(message.request_id, message.choice_index, message.sampling.seed)
+            row = Row(item, list(prompt), message.sampling, message.deadline, seed=seed)
             waiting.append((row, item))
 
     def cancel(self, request_id: str) -> None:
@@ -201,12 +203,16 @@ class TransformersBackend:
         """Send the new, safe text of every streaming row still generating."""
         for row in self._batch.rows:
             waiting: _Waiting = row.handle
-            if not waiting.task.message.stream:
+            if not waiting.task.message.stream or row.text is None:
                 continue
-            safe = streamable(self._decode(row.tokens), row.sampling.stop)
-            if len(safe) > waiting.streamed:
-                _resolve(waiting, Delta(safe[waiting.streamed :]))
-                waiting.streamed = len(safe)
+            row.text.update(row.tokens)  # the latest tokens only, not the whole text again
+            # A running row holds no whole stop string (it would have finished), but its end
+            # may be the start of one: that much stays back.
+            hold = max((len(s) - 1 for s in row.sampling.stop), default=0)
+            safe = len(row.text.text) - hold
+            if safe > waiting.streamed:
+                _resolve(waiting, Delta(row.text.text[waiting.streamed : safe]))
+                waiting.streamed = safe
 
     def _render(self, message: TaskMessage) -> str:
         """Chat models see the conversation through their template; base models raw text."""
