@@ -137,7 +137,9 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self._model(
                 input_ids=self._next.unsqueeze(1),
-                attention_mask=self._mask,
+                # Given as the 4D mask SDPA takes (True: attend), so that transformers does not
+                # build one, nor ask the device whether the 2D mask has any padding (a sync).
+                attention_mask=self._mask.bool()[:, None, None, :],
                 position_ids=positions,
                 cache=self._cache,
                 use_cache=True,

@@ -5,8 +5,8 @@ decode steps, admits waiting tasks while the row cap (``KC_WORKER_MAX_BATCH``) a
 budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
-bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (two-core
-measurements in DESIGN.md).
+bf16 with SDPA (never flash_attention_2: see ``_attention``); on CPU in bf16 with SDPA
+(two-core measurements in DESIGN.md).
 """
 
 from __future__ import annotations
@@ -302,12 +302,11 @@ def _pick_device(setting: str) -> torch.device:
 
 
 def _attention(device: torch.device) -> str:
-    """The fastest attention the device supports: flash attention on CUDA if installed."""
-    if device.type == "cuda":
-        from transformers.utils.import_utils import is_flash_attn_2_available
-
-        if is_flash_attn_2_available():
-            return "flash_attention_2"
+    """SDPA on every device: the layout this backend decodes in is left-padded, and
+    flash_attention_2 unpads such batches with ``nonzero`` and ``.item()`` in every layer
+    (host synchronisations, slower than SDPA with a mask), so it is not chosen even when
+    installed."""
+    del device  # the same answer on CUDA and CPU, on purpose
     return "sdpa"
 
 
