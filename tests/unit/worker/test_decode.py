@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.unit.factories import sampling
+from tests.unit.factories import sampling, tiny_llama
 from worker.decode import DecodeBatch, Row
 from worker.prefix import Prefix, PrefixCache, common_length
 
@@ -19,17 +18,7 @@ _VOCAB = 48
 @pytest.fixture(scope="module")
 def model() -> Any:
     """A two-layer Llama with random weights: fast, deterministic in float32."""
-    torch.manual_seed(1234)
-    config = LlamaConfig(
-        vocab_size=_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    tiny: Any = LlamaForCausalLM(config)
+    tiny = tiny_llama(_VOCAB, seed=1234)
     return tiny.eval()
 
 

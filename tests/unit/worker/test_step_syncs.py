@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.unit.factories import sampling
+from tests.unit.factories import sampling, tiny_llama
 from worker.decode import DecodeBatch, Row
 
 _READBACKS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "unique"}
@@ -40,17 +39,7 @@ class _Ops(TorchDispatchMode):
 @pytest.fixture(scope="module")
 def model() -> Any:
     """A two-layer Llama whose vocabulary is larger than the nucleus's candidates."""
-    torch.manual_seed(7)
-    config = LlamaConfig(
-        vocab_size=600,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    tiny: Any = LlamaForCausalLM(config)
+    tiny = tiny_llama(600, seed=7)
     with torch.no_grad():
         tiny.lm_head.weight.mul_(40.0)  # peaked logits, as a trained model's: small nuclei
     return tiny.eval()
