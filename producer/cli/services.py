@@ -1,36 +1,25 @@
-"""The ``kafka-completions`` console command: one entry point, a subcommand per role.
+"""The service subcommands: ``serve``, ``worker``, ``models list|prepare`` and ``dev``.
 
-serve                 the HTTP front end
-worker --model NAME   a worker serving one or more models
-broker start|stop|status   the local single-node Kafka broker (development, tests)
-dev                   everything at once on the embedded defaults (what `make run` runs)
-models list|prepare   the registry with each model's status; convert local weights once
-submit FILE.jsonl     publish a bulk job (see producer/jobs_cli.py for every option)
-collect --job ID -o OUT.jsonl   write a job's results (resumes; never duplicates a line)
-jobs status ID|list   counts of done, failed, pending and tokens per job
+Each imports its program only when run, so ``kafka-completions submit`` never loads FastAPI
+and ``kafka-completions serve`` never loads torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from collections.abc import Sequence
+from typing import Any
 
-from schemas.errors import KCError
 from schemas.logs import configure_logging
 from schemas.registry import load_registry
 from schemas.settings import Settings, load_settings
-
-log = logging.getLogger("kafka_completions")
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from producer.app import create_app
+    from producer.frontend.app import create_app
 
-    settings = _settings(args)
+    settings = settings_of(args)
     app = create_app(settings, load_registry(settings.registry_path))
     # Our handler formats uvicorn's records too (log_config=None); the front end logs each
     # request itself with its id and status, so uvicorn's access log would only repeat it.
@@ -48,13 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from worker.service import run_worker
 
-    settings = _settings(args)
+    settings = settings_of(args)
     run_worker(args.model, settings, load_registry(settings.registry_path))
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     registry = load_registry(settings.registry_path)
     if args.action == "prepare":
         from worker.weights import checkpoint_dir
@@ -72,27 +61,18 @@ def _models(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from devstack.stack import run_stack
 
-    return run_stack(_settings(args))
+    return run_stack(settings_of(args))
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings of a subcommand (``--port`` overrides KC_PORT), with logging configured."""
     settings = load_settings(**({"port": args.port} if getattr(args, "port", None) else {}))
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    from devstack.cli import add_broker_commands
-
-    from producer.jobs_cli import add_job_commands
-
-    parser = argparse.ArgumentParser(
-        prog="kafka-completions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_service_commands(sub: Any) -> None:
+    """Register the service subcommands on the main parser's subparsers."""
     serve = sub.add_parser("serve", help="run the HTTP front end (KC_HOST, KC_PORT)")
     serve.add_argument("--port", type=int, help="override KC_PORT")
     serve.set_defaults(handler=_serve)
@@ -105,22 +85,3 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(handler=_models)
     dev = sub.add_parser("dev", help="broker, front end and workers on the embedded defaults")
     dev.set_defaults(handler=_dev)
-    add_broker_commands(sub)
-    add_job_commands(sub, _settings)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; a KCError ends it with its message and exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KCError as exc:
-        print(f"kafka-completions: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
