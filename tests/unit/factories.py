@@ -88,4 +88,5 @@ def tiny_llama(vocab_size: int, seed: int) -> Any:
         num_key_value_heads=2,
         max_position_embeddings=256,
     )
-    return LlamaForCausalLM(config).eval()
+    tiny: Any = LlamaForCausalLM(config)
+    return tiny.eval()

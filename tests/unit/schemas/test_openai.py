@@ -80,3 +80,11 @@ def test_chat_content_parts_are_joined() -> None:
         _chat(messages=[])
     with pytest.raises(ValidationError):
         _chat(messages=[{"role": "tool", "content": "x"}])
+
+
+def test_seed_is_an_integer_carried_to_the_request() -> None:
+    body = {"model": "m", "prompt": "p", "seed": 42}
+    assert CompletionsRequest.model_validate(body).seed == 42
+    assert CompletionsRequest.model_validate({"model": "m", "prompt": "p"}).seed is None
+    with pytest.raises(ValidationError, match="seed"):
+        CompletionsRequest.model_validate(body | {"seed": "forty-two"})

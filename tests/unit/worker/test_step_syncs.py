@@ -20,11 +20,11 @@ from worker.decode import DecodeBatch, Row
 _READBACKS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "unique"}
 
 
-class _Ops(TorchDispatchMode):
+class _Ops(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Counts every aten op dispatched (launches, on a GPU) and the readbacks among them."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.ops: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
