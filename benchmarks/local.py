@@ -1,9 +1,12 @@
 """B1: the local model at concurrency 1, 8 and 32: naive ``generate``, ``transformers serve
 --continuous-batching`` over HTTP, and ours through the front end and Kafka.
 
-Every system gets the same chat prompts, up to 32 new tokens, temperature 0.7, top_p 1. They
-run one after the other (never together: they share the cores), in one process run, so their
-ratios compare like with like on a noisy shared machine.
+Every system gets the same chat prompts, up to 32 new tokens and the same parameters in each
+row: ``plain`` (temperature 0.7, top_p 1) and ``nucleus`` (temperature 0.7, top_p 0.9); ours
+alone also runs the API spec example's full set (``spec``: top_p 0.8, presence 0.5, frequency
+-0.5, stop ".") against ours plain. Every system gets a warm-up request first. They run one
+after the other (never together: they share the cores), in one process run, so their ratios
+compare like with like on a noisy shared machine.
 """
 
 from __future__ import annotations
@@ -29,8 +32,21 @@ from schemas.registry import load_registry
 from worker.weights import checkpoint_dir
 
 MODEL = "smollm2-135m-instruct"
+SERVE = "transformers serve --cb"
+OURS = "ours (HTTP+Kafka)"
 NEW_TOKENS = 32
-TEMPERATURE = 0.7
+# The parameter sets of B1's rows (``spec`` is the API spec example's, run by ours alone).
+PARAMS: dict[str, dict[str, Any]] = {
+    "plain": {"temperature": 0.7, "top_p": 1.0},
+    "nucleus": {"temperature": 0.7, "top_p": 0.9},
+    "spec": {
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "stop": ["."],
+    },
+}
 _ANIMALS = ("cat", "dog", "heron", "octopus", "fox", "whale", "owl", "ant")
 
 
@@ -44,7 +60,7 @@ def model_dir() -> Path:
     return checkpoint_dir(load_registry().get(MODEL), Path.home() / ".cache/kafka-completions")
 
 
-def naive(requests: int) -> Run:
+def naive(requests: int, params: str) -> Run:
     """One prompt at a time with ``model.generate``, as a user would write it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -53,19 +69,30 @@ def naive(requests: int) -> Run:
     tokenizer: Any = AutoTokenizer.from_pretrained(path)
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
     model.eval()
-    run = Run("B1", "naive generate", "c=1 (serial)")
-    began = time.perf_counter()
-    for i in range(requests):
-        started = time.perf_counter()
+    run = Run("B1", "naive generate", f"c=1 {params}")
+    top = PARAMS[params]
+
+    def one(i: int) -> int:
         chat = [{"role": "user", "content": prompt(i)}]
         ids: Any = tokenizer.apply_chat_template(
             chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"]
         with torch.inference_mode():
             out = model.generate(
-                ids, max_new_tokens=NEW_TOKENS, do_sample=True, temperature=TEMPERATURE, top_p=1.0
+                ids,
+                max_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                temperature=top["temperature"],
+                top_p=top["top_p"],
             )
-        run.ok(time.perf_counter() - started, int(out.shape[1] - ids.shape[1]))
+        return int(out.shape[1] - ids.shape[1])
+
+    one(0)  # warm-up, as the other systems get
+    began = time.perf_counter()
+    for i in range(requests):
+        started = time.perf_counter()
+        tokens = one(i)
+        run.ok(time.perf_counter() - started, tokens)
     run.elapsed_s = time.perf_counter() - began
     return run
 
@@ -95,7 +122,9 @@ async def hf_serve() -> AsyncIterator[int]:
         process.stop(proc)
 
 
-async def _closed(system: str, port: int, send_body: Any, requests: int, conc: int) -> Run:
+async def _closed(
+    system: str, port: int, send_body: Any, requests: int, conc: int, params: str
+) -> Run:
     pool = Pool("127.0.0.1", port, conc)
     path, headers, body_of, tokens_of = send_body
 
@@ -105,49 +134,40 @@ async def _closed(system: str, port: int, send_body: Any, requests: int, conc: i
 
     try:
         await send(0)  # warm-up: the first request pays lazy loading and compilation
-        return await closed_loop(Run("B1", system, f"c={conc}"), send, requests, conc)
+        return await closed_loop(Run("B1", system, f"c={conc} {params}"), send, requests, conc)
     finally:
         await pool.close()
 
 
-def _hf_request(path: str) -> Any:
+def _hf_request(path: str, params: str) -> Any:
     def body(i: int) -> dict[str, Any]:
         return {
             "model": path,
             "messages": [{"role": "user", "content": prompt(i)}],
             "max_tokens": NEW_TOKENS,
-            "temperature": TEMPERATURE,
-            "top_p": 1.0,
+            **PARAMS[params],
         }
 
     return "/v1/chat/completions", {}, body, lambda r: int(r["usage"]["completion_tokens"])
 
 
-def _our_request() -> Any:
+def _our_request(params: str) -> Any:
     def body(i: int) -> dict[str, Any]:
-        return {
-            "model": MODEL,
-            "prompt": prompt(i),
-            "max_tokens": NEW_TOKENS,
-            "temperature": TEMPERATURE,
-            "top_p": 1.0,
-        }
+        return {"model": MODEL, "prompt": prompt(i), "max_tokens": NEW_TOKENS, **PARAMS[params]}
 
     return "/v1/completion", HEADERS, body, lambda r: int(r["usage"]["completion_tokens"])
 
 
 async def b1(bootstrap: str, requests: int, naive_requests: int, levels: list[int]) -> list[Run]:
-    """Every B1 cell, one system at a time."""
-    runs = [await asyncio.to_thread(naive, naive_requests)]
+    """Every B1 cell, one system at a time; plain and nucleus side by side at each level."""
+    rows = [(c, p) for c in levels for p in ("plain", "nucleus")]
+    runs = [await asyncio.to_thread(naive, naive_requests, p) for p in ("plain", "nucleus")]
     async with hf_serve() as port:
-        request = _hf_request(str(model_dir()))
-        runs += [
-            await _closed("transformers serve --cb", port, request, requests, c) for c in levels
-        ]
+        path = str(model_dir())
+        for c, p in rows:
+            runs.append(await _closed(SERVE, port, _hf_request(path, p), requests, c, p))
     env = {"KC_WORKER_MAX_BATCH": str(max(levels))}
     async with service(bootstrap, [MODEL], env) as stack:
-        runs += [
-            await _closed("ours (HTTP+Kafka)", stack.port, _our_request(), requests, c)
-            for c in levels
-        ]
+        for c, p in [*rows, (max(levels), "spec"), (max(levels), "plain")]:
+            runs.append(await _closed(OURS, stack.port, _our_request(p), requests, c, p))
     return runs

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.local import b1
+from benchmarks.local import OURS, SERVE, b1
 from benchmarks.pipeline import b2, b3
 from benchmarks.stack import broker
 from benchmarks.stats import Run
@@ -57,21 +57,28 @@ async def _all(quick: bool, only: set[str]) -> list[Run]:
 
 
 def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """B1: ours against naive and against transformers serve at each concurrency."""
-    by = {(s["system"], s["load"]): s["tokens_per_s"] for s in summaries if s["benchmark"] == "B1"}
-    naive = next((v for (system, _), v in by.items() if system == "naive generate"), None)
+    """B1: ours against naive and transformers serve in each row; ours spec against plain."""
+    runs: dict[tuple[str, str], list[float]] = {}
+    for s in summaries:
+        if s["benchmark"] == "B1":
+            runs.setdefault((s["system"], s["load"]), []).append(s["tokens_per_s"])
+    by = {key: sum(v) / len(v) for key, v in runs.items()}  # a cell run twice: the mean
     out = []
     for (system, load), ours in by.items():
-        if not system.startswith("ours"):
+        if system != OURS:
             continue
-        hf = by.get(("transformers serve --cb", load))
-        out.append(
-            {
-                "load": load,
-                "ours_vs_naive": round(ours / naive, 2) if naive else None,
-                "ours_vs_transformers_serve": round(ours / hf, 2) if hf else None,
-            }
-        )
+        level, params = load.split(" ", 1)
+        naive = by.get(("naive generate", f"c=1 {params}"))
+        hf = by.get((SERVE, load))
+        plain = by.get((OURS, f"{level} plain"))
+        row: dict[str, Any] = {
+            "load": load,
+            "ours_vs_naive": round(ours / naive, 2) if naive else None,
+            "ours_vs_transformers_serve": round(ours / hf, 2) if hf else None,
+        }
+        if params == "spec" and plain:
+            row["spec_vs_plain"] = round(ours / plain, 2)
+        out.append(row)
     return out
 
 
@@ -87,6 +94,7 @@ def _print(summaries: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) ->
         print(
             f"B1 {r['load']}: ours/naive {r['ours_vs_naive']}x, "
             f"ours/transformers serve {r['ours_vs_transformers_serve']}x"
+            + (f", ours spec/ours plain {r['spec_vs_plain']}x" if "spec_vs_plain" in r else "")
         )
 
 

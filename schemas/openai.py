@@ -51,6 +51,7 @@ class _Common(BaseModel):
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
     presence_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
+    seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
 

@@ -47,6 +47,9 @@ class Sampling(BaseModel):
     stop: tuple[str, ...] = ()
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    # The caller's seed (OpenAI's parameter): the same seed, prompt and parameters give the
+    # same text on the same worker build; None seeds each task by its request id.
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
 
     @classmethod
     def of_request(cls, body: CompletionRequest) -> Sampling:

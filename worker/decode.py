@@ -28,7 +28,8 @@ from transformers import DynamicCache
 
 from schemas.wire import Sampling
 from worker.prefix import Prefix, PrefixCache, common_length
-from worker.sampling import FinishReason, RowSampler, finish_reason
+from worker.sampling import FinishReason, Penalty, RowSampler, finish_reason
+from worker.text import GrowingText
 
 
 @dataclass(slots=True, eq=False)
@@ -41,6 +42,8 @@ class Row:
     deadline: float | None = None
     tokens: list[int] = field(default_factory=list)
     started: float = 0.0
+    seed: int = 0  # of the row's random draws (``worker.draws.task_seed``)
+    text: GrowingText | None = None  # its text, kept up to date where stop strings need it
 
     @property
     def life(self) -> int:
@@ -83,7 +86,11 @@ class DecodeBatch:
         self._mask = torch.zeros(0, 0, dtype=torch.long, device=self._device)
         self._next = torch.zeros(0, dtype=torch.long, device=self._device)
         self._sampler = RowSampler.of([], self._device)
-        self._counts: torch.Tensor | None = None
+        self._penalty: Penalty | None = None
+        self._index = torch.zeros(0, dtype=torch.long, device=self._device)  # tokens so far
+        # Per row, the columns from its first used one to the last: known on the host, so that
+        # trimming the cache's leading columns never asks the device.
+        self._spans: list[int] = []
         self._prefixes = PrefixCache() if prefixes is None else prefixes
         self.prefill_tokens_skipped = 0  # prompt tokens a shared prefix spared the prefill
 
@@ -108,12 +115,16 @@ class DecodeBatch:
         now = time.time()
         for row in joining:
             row.started = time.perf_counter()
-        cache, mask, logits = self._prefill(joining)
-        sampler = RowSampler.of([r.sampling for r in joining], self._device)
-        first = sampler.sample(logits, None)
-        for row, token in zip(joining, first.tolist(), strict=True):
+            row.text = GrowingText(self._decode)
+        cache, mask, logits, spans = self._prefill(joining)
+        seeds = [r.seed for r in joining]
+        sampler = RowSampler.of([r.sampling for r in joining], self._device, seeds)
+        drawn = torch.zeros(len(joining), dtype=torch.long, device=self._device)
+        first, tokens = sampler.sample(logits, None, drawn)
+        for row, token in zip(joining, tokens, strict=True):
             row.tokens.append(token)
         self._merge(cache, mask, first, sampler, joining)
+        self._spans.extend(spans)
         return self._retire(now)
 
     def step(self) -> list[Finished]:
@@ -126,16 +137,21 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self._model(
                 input_ids=self._next.unsqueeze(1),
-                attention_mask=self._mask,
+                # Given as the 4D mask SDPA takes (True: attend), so that transformers does not
+                # build one, nor ask the device whether the 2D mask has any padding (a sync).
+                attention_mask=self._mask.bool()[:, None, None, :],
                 position_ids=positions,
                 cache=self._cache,
                 use_cache=True,
             )
-        self._next = self._sampler.sample(out.logits[:, -1, :], self._counts)
-        for row, token in zip(self.rows, self._next.tolist(), strict=True):
+        penalty = None if self._penalty is None else self._penalty.penalty
+        self._next, tokens = self._sampler.sample(out.logits[:, -1, :], penalty, self._index)
+        for row, token in zip(self.rows, tokens, strict=True):
             row.tokens.append(token)
-        if self._counts is not None:
-            self._counts[torch.arange(len(self.rows), device=self._device), self._next] += 1
+        self._index += 1
+        self._spans = [s + 1 for s in self._spans]
+        if self._penalty is not None:
+            self._penalty.add(self._next, self._sampler)
         return self._retire(now)
 
     def remove(self, doomed: Callable[[Row], bool]) -> list[Row]:
@@ -144,16 +160,16 @@ class DecodeBatch:
         if gone:
             keep = [i for i, r in enumerate(self.rows) if not doomed(r)]
             self.rows = [self.rows[i] for i in keep]
-            self._drop(torch.tensor(keep, dtype=torch.long, device=self._device))
+            self._drop(keep)
         return gone
 
     def clear(self) -> list[Row]:
         """Drop every row (after a failure); returns them."""
         rows, self.rows = self.rows, []
-        self._drop(torch.zeros(0, dtype=torch.long, device=self._device))
+        self._drop([])
         return rows
 
-    def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor, list[int]]:
         prompts = [r.prompt for r in joining]
         prefix = self._shared_prefix(prompts)
         shared = len(prefix.tokens) if prefix else 0
@@ -177,7 +193,8 @@ class DecodeBatch:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        return cache, attention, out.logits[:, -1, :]
+        spans = [shared + width if shared else len(o) for o in own]
+        return cache, attention, out.logits[:, -1, :], spans
 
     def _shared_prefix(self, prompts: list[list[int]]) -> Prefix | None:
         """A kept prefix all the prompts start with, or their common start computed now."""
@@ -222,16 +239,13 @@ class DecodeBatch:
             self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])
             self._sampler = self._sampler.join(sampler)
         self._next = torch.cat([self._next, first])
+        self._index = torch.cat([self._index, torch.ones_like(first)])
         self.rows.extend(joining)
-        self._counts = self._rebuild_counts() if self._sampler.penalised else None
-
-    def _rebuild_counts(self) -> torch.Tensor:
-        counts = torch.zeros(len(self.rows), self._vocab, device=self._device)
-        for i, row in enumerate(self.rows):
-            if row.tokens:
-                ids = torch.tensor(row.tokens, dtype=torch.long, device=self._device)
-                counts[i].index_add_(0, ids, torch.ones(len(row.tokens), device=self._device))
-        return counts
+        self._penalty = (
+            Penalty.of([r.tokens for r in self.rows], self._sampler, self._vocab)
+            if self._sampler.penalised
+            else None
+        )
 
     def _retire(self, now: float) -> list[Finished]:
         """Drop the rows that are done after their latest token; return them."""
@@ -239,34 +253,37 @@ class DecodeBatch:
         keep: list[int] = []
         for i, row in enumerate(self.rows):
             past = row.deadline is not None and now > row.deadline
-            reason = finish_reason(row.tokens, row.sampling, self._eos, self._decode, past)
+            reason = finish_reason(row.text, row.tokens, row.sampling, self._eos, past)
             if reason is None:
                 keep.append(i)
             else:
                 finished.append(Finished(row, reason))
         if finished:
             self.rows = [self.rows[i] for i in keep]
-            self._drop(torch.tensor(keep, dtype=torch.long, device=self._device))
+            self._drop(keep)
         return finished
 
-    def _drop(self, keep: torch.Tensor) -> None:
-        if keep.numel() == 0:
+    def _drop(self, keep: list[int]) -> None:
+        self._sampler = self._sampler.select(keep)
+        if not keep:
             self._cache = None
             self._mask = self._mask[:0, :0]
             self._next = self._next[:0]
-            self._sampler = self._sampler.select(keep)
-            self._counts = None
+            self._index = self._index[:0]
+            self._spans = []
+            self._penalty = None
             return
-        used = self._mask[keep].any(dim=0).nonzero()
-        start = int(used[0]) if used.numel() else 0  # columns before it hold padding only
+        at = torch.tensor(keep, dtype=torch.long, device=self._device)
+        self._spans = [self._spans[i] for i in keep]
+        start = self._mask.shape[1] - max(self._spans)  # columns before it hold padding only
         for layer in self._cache.layers:
-            layer.keys = layer.keys[keep, :, start:, :]
-            layer.values = layer.values[keep, :, start:, :]
-        self._mask = self._mask[keep, start:]
-        self._next = self._next[keep]
-        self._sampler = self._sampler.select(keep)
-        if self._counts is not None:
-            self._counts = self._counts[keep] if self._sampler.penalised else None
+            layer.keys = layer.keys[at, :, start:, :]
+            layer.values = layer.values[at, :, start:, :]
+        self._mask = self._mask[at, start:]
+        self._next = self._next[at]
+        self._index = self._index[at]
+        if self._penalty is not None:
+            self._penalty = self._penalty.select(at) if self._sampler.penalised else None
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:

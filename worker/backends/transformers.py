@@ -5,8 +5,8 @@ decode steps, admits waiting tasks while the row cap (``KC_WORKER_MAX_BATCH``) a
 budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
-bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (B1 in the
-README's Benchmarks section measures the batching).
+bf16 with SDPA (never flash_attention_2: see ``_attention``); on CPU in bf16 with SDPA (B1 in
+the README's Benchmarks section measures the batching).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from schemas.settings import Settings
 from schemas.wire import TaskMessage
 from worker.backend import Backend, backend_kind
 from worker.decode import DecodeBatch, Finished, Row
+from worker.draws import task_seed
 from worker.prompting import conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Delta, Failure, Outcome, Task
@@ -153,7 +154,8 @@ class TransformersBackend:
             if refusal is not None:
                 _resolve(item, refusal)
                 continue
-            row = Row(item, list(prompt), message.sampling, message.deadline)
+            seed = task_seed(message.request_id, message.choice_index, message.sampling.seed)
+            row = Row(item, list(prompt), message.sampling, message.deadline, seed=seed)
             waiting.append((row, item))
 
     def cancel(self, request_id: str) -> None:
@@ -203,12 +205,16 @@ class TransformersBackend:
         """Send the new, safe text of every streaming row still generating."""
         for row in self._batch.rows:
             waiting: _Waiting = row.handle
-            if not waiting.task.message.stream:
+            if not waiting.task.message.stream or row.text is None:
                 continue
-            safe = streamable(self._decode(row.tokens), row.sampling.stop)
-            if len(safe) > waiting.streamed:
-                _resolve(waiting, Delta(safe[waiting.streamed :]))
-                waiting.streamed = len(safe)
+            row.text.update(row.tokens)  # the latest tokens only, not the whole text again
+            # A running row holds no whole stop string (it would have finished), but its end
+            # may be the start of one: that much stays back.
+            hold = max((len(s) - 1 for s in row.sampling.stop), default=0)
+            safe = len(row.text.text) - hold
+            if safe > waiting.streamed:
+                _resolve(waiting, Delta(row.text.text[waiting.streamed : safe]))
+                waiting.streamed = safe
 
     def _render(self, message: TaskMessage) -> str:
         """Chat models see the conversation through their template; base models raw text."""
@@ -298,12 +304,11 @@ def _pick_device(setting: str) -> torch.device:
 
 
 def _attention(device: torch.device) -> str:
-    """The fastest attention the device supports: flash attention on CUDA if installed."""
-    if device.type == "cuda":
-        from transformers.utils.import_utils import is_flash_attn_2_available
-
-        if is_flash_attn_2_available():
-            return "flash_attention_2"
+    """SDPA on every device: the layout this backend decodes in is left-padded, and
+    flash_attention_2 unpads such batches with ``nonzero`` and ``.item()`` in every layer
+    (host synchronisations, slower than SDPA with a mask), so it is not chosen even when
+    installed."""
+    del device  # the same answer on CUDA and CPU, on purpose
     return "sdpa"
 
 

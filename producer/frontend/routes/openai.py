@@ -115,6 +115,7 @@ def _plan(
         stop=body.stops,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
     )
     check_params(sampling, specs)
     count = len(prompts) if prompts is not None else body.n

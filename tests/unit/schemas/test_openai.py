@@ -134,3 +134,11 @@ def test_the_schema_declares_which_values_of_unsupported_fields_pass() -> None:
         CompletionsRequest.model_validate({"model": "m", "prompt": "p", "logprobs": value})
     with pytest.raises(ValidationError, match="best_of"):
         CompletionsRequest.model_validate({"model": "m", "prompt": "p", "best_of": 2})
+
+
+def test_seed_is_an_integer_carried_to_the_request() -> None:
+    body = {"model": "m", "prompt": "p", "seed": 42}
+    assert CompletionsRequest.model_validate(body).seed == 42
+    assert CompletionsRequest.model_validate({"model": "m", "prompt": "p"}).seed is None
+    with pytest.raises(ValidationError, match="seed"):
+        CompletionsRequest.model_validate(body | {"seed": "forty-two"})

@@ -19,7 +19,7 @@ _VOCAB = 48
 @pytest.fixture(scope="module")
 def model() -> Any:
     """A two-layer Llama with random weights: fast, deterministic in float32."""
-    return tiny_llama(_VOCAB, 256, seed=1234)
+    return tiny_llama(_VOCAB, 256, seed=1234).eval()
 
 
 def _letters(ids: list[int]) -> str:

@@ -16,6 +16,7 @@ from worker.sampling import (
     keep_top_p,
     token_counts,
 )
+from worker.text import GrowingText
 
 _CPU = torch.device("cpu")
 _NEG_INF = float("-inf")
@@ -211,8 +212,7 @@ def test_sample_gives_the_argmax_of_greedy_rows_and_draws_from_the_nucleus() -> 
     rows = [sampling(temperature=0.0, top_p=1.0), sampling(temperature=1.0, top_p=0.75)]
     sampler = RowSampler.of(rows, _CPU)
     scores = torch.cat([torch.tensor([[0.0, 1.0, 0.5, 0.9]]), _DYADIC])
-    torch.manual_seed(0)
-    drawn = [sampler.sample(scores, None).tolist() for _ in range(400)]
+    drawn = [sampler.sample(scores, None, torch.tensor([n, n]))[1] for n in range(400)]
     assert {d[0] for d in drawn} == {1}
     seen = [d[1] for d in drawn]
     assert set(seen) == {1, 3}  # the nucleus of 0.75: probabilities 0.5 and 0.25
@@ -225,7 +225,7 @@ def test_select_and_join_follow_the_rows() -> None:
     joined = a.join(b)
     assert joined.temperature.squeeze(1).tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert joined.penalised and not a.penalised
-    kept = joined.select(torch.tensor([2, 0]))
+    kept = joined.select([2, 0])
     assert kept.temperature.squeeze(1).tolist() == pytest.approx([0.3, 0.1])
     assert kept.presence.squeeze(1).tolist() == [1.0, 0.0]
 
@@ -248,7 +248,7 @@ def _done(
     rows: list[dict[str, object]], generated: list[str], past: bool = False
 ) -> list[FinishReason | None]:
     return [
-        finish_reason(_encode(g), sampling(**r), {_EOS}, _decode, past)
+        finish_reason(GrowingText(_decode), _encode(g), sampling(**r), {_EOS}, past)
         for r, g in zip(rows, generated, strict=True)
     ]
 
@@ -279,8 +279,9 @@ def test_any_of_several_stop_strings_stops() -> None:
 
 
 def test_finish_at_eos() -> None:
-    assert finish_reason([0, 1, _EOS], sampling(max_tokens=50), {_EOS}, _decode, False) == "eos"
-    assert finish_reason([0, _EOS, 1], sampling(max_tokens=50), {_EOS}, _decode, False) is None
+    text = GrowingText(_decode)
+    assert finish_reason(text, [0, 1, _EOS], sampling(max_tokens=50), {_EOS}, False) == "eos"
+    assert finish_reason(text, [0, _EOS, 1], sampling(max_tokens=50), {_EOS}, False) is None
 
 
 def test_finish_past_the_deadline() -> None:
