@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kafka-completions
 STAMP := $(VENV)/.kc-installed
 
-.PHONY: setup run test lint unit clean-cache
+.PHONY: setup fixtures run test lint unit clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ setup: $(STAMP)
 run: setup
 	KC_CACHE_DIR=$(CACHE) exec $(VENV)/bin/kafka-completions dev
 
-test: setup
+# The Llama-2-format test checkpoints: built from a registry package's vocabulary at set-up
+# (its licence forbids committing it), checked against its golden cases, cached by hash.
+fixtures: $(STAMP)
+	KC_CACHE_DIR=$(CACHE) $(PY) -m tests.llama2_fixture
+
+test: setup fixtures
 	KC_CACHE_DIR=$(CACHE) $(PY) -m pytest
 
 unit: $(STAMP)
