@@ -32,7 +32,8 @@ class ModelSpec(BaseModel):
 
     name: str
     backend: Backend
-    # transformers: a local checkpoint directory, or a GGUF file shipped in a Python package.
+    # transformers: a local checkpoint directory or .gguf file (or a directory and a gguf_file
+    # in it), or a GGUF file shipped in a Python package.
     path: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
@@ -75,9 +76,14 @@ class ModelSpec(BaseModel):
 
     def _weights_reason(self) -> str | None:
         if self.path:
-            if Path(self.path).expanduser().is_dir():
+            path = Path(self.path).expanduser() / (self.gguf_file or "")
+            checkpoint = path.is_dir() and not self.gguf_file
+            if checkpoint or (path.is_file() and path.suffix == ".gguf"):
                 return None
-            return f"not configured: weights directory {self.path} does not exist"
+            return (
+                f"not configured: weights {path} do not exist (`path` names a checkpoint "
+                "directory or a .gguf file)"
+            )
         if self.gguf_package:
             if importlib.util.find_spec(self.gguf_package) is not None:
                 return None
