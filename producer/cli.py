@@ -4,7 +4,8 @@ serve                 the HTTP front end
 worker --model NAME   a worker serving one or more models
 broker start|stop|status   the local single-node Kafka broker (development, tests)
 dev                   everything at once on the embedded defaults (what `make run` runs)
-models list|prepare   the registry with each model's status; convert local weights once
+models list|prepare   the registry with each model's state; convert local weights once
+models add NAME --path P   write a local model's entry into the KC_REGISTRY_PATH file
 submit FILE.jsonl     publish a bulk job (see producer/jobs_cli.py for every option)
 collect --job ID -o OUT.jsonl   write a job's results (resumes; never duplicates a line)
 jobs status ID|list   counts of done, failed, pending and tokens per job
@@ -16,10 +17,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from schemas.errors import KCError
+from schemas.errors import ConfigError, KCError
 from schemas.logs import configure_logging
-from schemas.registry import load_registry
+from schemas.registry import ModelSpec, add_local_model, load_registry
 from schemas.settings import Settings, load_settings
 
 log = logging.getLogger("kafka_completions")
@@ -55,6 +57,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.action == "add":  # the registry file may not exist yet
+        return _add_model(args, settings)
     registry = load_registry(settings.registry_path)
     if args.action == "prepare":
         from worker.weights import checkpoint_dir
@@ -63,9 +67,27 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{name}: ready in {checkpoint_dir(registry.get(name), settings.cache_dir)}")
         return 0
     for spec in registry:
-        print(
-            f"{spec.name:28} {spec.backend:13} {spec.unavailable_reason(settings) or 'configured'}"
-        )
+        print(f"{spec.name:28} {spec.backend:13} {_state(spec, settings)}")
+    return 0
+
+
+def _state(spec: ModelSpec, settings: Settings) -> str:
+    reason = spec.unavailable_reason(settings)
+    if reason or spec.backend != "transformers":
+        return reason or "configured"
+    from worker.weights import weights_state
+
+    return weights_state(spec, settings.cache_dir)
+
+
+def _add_model(args: argparse.Namespace, settings: Settings) -> int:
+    file = args.registry or settings.registry_path
+    if file is None:
+        raise ConfigError("models add writes a registry file: set KC_REGISTRY_PATH or --registry")
+    if len(args.names) != 1 or args.path is None:
+        raise ConfigError("usage: kafka-completions models add NAME --path P [--base|--chat]")
+    spec = add_local_model(Path(file), args.names[0], Path(args.path).expanduser(), args.chat)
+    print(f"{spec.name}: {spec.path} in {file} ({_state(spec, settings)})")
     return 0
 
 
@@ -99,9 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker for one or more models")
     worker.add_argument("--model", action="append", required=True, help="a public model name")
     worker.set_defaults(handler=_worker)
-    models = sub.add_parser("models", help="list the registry, or prepare local weights")
-    models.add_argument("action", choices=["list", "prepare"])
+    models = sub.add_parser("models", help="list the registry, prepare or add local weights")
+    models.add_argument("action", choices=["list", "prepare", "add"])
     models.add_argument("names", nargs="*", help="models to prepare (default: the embedded one)")
+    models.add_argument("--path", help="add: a checkpoint directory or a .gguf file")
+    models.add_argument("--registry", help="add: the registry file (default KC_REGISTRY_PATH)")
+    chat = models.add_mutually_exclusive_group()
+    chat.add_argument("--chat", action="store_true", default=None, help="add: a chat model")
+    chat.add_argument("--base", dest="chat", action="store_false", help="add: a base model")
     models.set_defaults(handler=_models)
     dev = sub.add_parser("dev", help="broker, front end and workers on the embedded defaults")
     dev.set_defaults(handler=_dev)

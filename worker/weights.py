@@ -37,13 +37,32 @@ def checkpoint_dir(spec: ModelSpec, cache_dir: Path) -> Path:
     if gguf is None:
         assert spec.path is not None  # gguf_source raised otherwise
         return Path(spec.path).expanduser()
-    target = cache_dir / "models" / spec.name
+    target = _converted_dir(spec, cache_dir)
     stamp = _stamp(gguf, packaged=not spec.path)
-    done = target / _DONE
-    if not done.exists() or done.read_text() != stamp:
+    if not _converted(target, stamp):
         _convert(gguf, target)
-        done.write_text(stamp)
+        (target / _DONE).write_text(stamp)
     return target
+
+
+def weights_state(spec: ModelSpec, cache_dir: Path) -> str:
+    """Where a local model's weights stand, in words (``models list``); ConfigError if absent."""
+    gguf = gguf_source(spec)
+    if gguf is None:
+        return f"ready: checkpoint {spec.path}"
+    target = _converted_dir(spec, cache_dir)
+    if _converted(target, _stamp(gguf, packaged=not spec.path)):
+        return f"ready: {gguf.name} converted in {target}"
+    return f"to convert: {gguf} (at the first start, or now with `models prepare {spec.name}`)"
+
+
+def _converted_dir(spec: ModelSpec, cache_dir: Path) -> Path:
+    return cache_dir / "models" / spec.name
+
+
+def _converted(target: Path, stamp: str) -> bool:
+    done = target / _DONE
+    return done.is_file() and done.read_text() == stamp
 
 
 def gguf_source(spec: ModelSpec) -> Path | None:
@@ -102,10 +121,9 @@ def load_weights(
     )
     if device_map is None:
         model = model.to(device)
-    else:
-        log.info(
-            "%s spread over %s", spec.name, sorted(set(map(str, model.hf_device_map.values())))
-        )
+    else:  # accelerate records the spread only when it used more than one device
+        spread = getattr(model, "hf_device_map", {"": str(device)})
+        log.info("%s placed on %s", spec.name, sorted({str(d) for d in spread.values()}))
     return model, tokenizer
 
 
