@@ -45,7 +45,7 @@ def run_stack(settings: Settings) -> int:
     stopping = _install_stop_handlers()
     try:
         _prepare_model(env)
-        for models in _worker_sets(settings):
+        for models in worker_sets(settings):
             children.append(_spawn(["worker", *(a for m in models for a in ("--model", m))], env))
             env = {**env, "KC_WORKER_METRICS_PORT": "0"}
         children.append(_spawn(["serve"], env))
@@ -71,14 +71,19 @@ def _install_stop_handlers() -> threading.Event:
     return stopping
 
 
-def _worker_sets(settings: Settings) -> list[list[str]]:
+def worker_sets(settings: Settings) -> list[list[str]]:
+    """The models of each worker process: the embedded one alone, then every other configured
+    local model (the registry's Llama-2 entries once their weights are set) in one process,
+    and one process per vendor with a key."""
     registry = load_registry(settings.registry_path)
     sets = [[LOCAL_MODEL]]
-    for backend in ("openai", "cohere"):
+    for backend in ("transformers", "openai", "cohere"):
         names = [
             s.name
             for s in registry
-            if s.backend == backend and s.unavailable_reason(settings) is None
+            if s.backend == backend
+            and s.name != LOCAL_MODEL
+            and s.unavailable_reason(settings) is None
         ]
         if names:
             sets.append(names)

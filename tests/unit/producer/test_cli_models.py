@@ -52,3 +52,20 @@ def test_models_add_needs_a_registry_file(
 ) -> None:
     assert main(["models", "add", "llama-2-7b", "--path", str(tmp_path)]) == 2
     assert "KC_REGISTRY_PATH" in capsys.readouterr().err
+
+
+def test_make_run_starts_a_worker_for_the_local_models_added(
+    llama2: Llama2Fixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devstack.stack import worker_sets
+
+    from schemas.settings import Settings
+
+    registry_file = tmp_path / "models.toml"
+    monkeypatch.setenv("KC_REGISTRY_PATH", str(registry_file))
+    for name in ("llama-2-7b-chat", "llama-2-70b"):
+        assert main(["models", "add", name, "--path", str(llama2.chat)]) == 0
+    assert worker_sets(Settings()) == [
+        ["smollm2-135m-instruct"],
+        ["llama-2-70b", "llama-2-7b-chat"],
+    ]
