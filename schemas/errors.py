@@ -7,7 +7,7 @@
     ├── ModelError           a model cannot serve a request
     │   ├── UnknownModel     the name is not in the registry (a client mistake)
     │   └── ModelUnavailable known, but not configured or without a live worker
-    └── JobError             a bulk job cannot be submitted or collected (producer/jobfile.py)
+    └── JobError             a bulk job cannot be submitted or collected (producer/jobs/jobfile.py)
         └── JobFileInvalid   a job file has invalid lines; nothing was published
 
 Third-party errors are translated where they are caught, with ``raise ... from exc``.

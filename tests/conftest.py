@@ -15,7 +15,7 @@ from tests.kafka_fixture import jar_cache_dir, kafka_broker
 from tests.llama2_fixture import Llama2Fixture, ensure_fixture
 
 API_KEY = "kc-test-key-5f3b0c"
-# The request body of API-SPEC.md's example, verbatim.
+# The request body of the API specification's example (docs/API.md), verbatim.
 SPEC_EXAMPLE: dict[str, Any] = {
     "prompt": "Once upon a time",
     "model": ["gpt-4", "llama-2-70b"],

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.errors import error_response
+from producer.frontend.errors import error_response
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
 

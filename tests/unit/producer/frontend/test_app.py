@@ -1,6 +1,6 @@
 """The HTTP front end through TestClient, without its lifespan: no Kafka is ever contacted.
 
-``TestClient(app)`` outside a ``with`` block does not run the lifespan, so ``FrontEnd.start``
+``TestClient(app)`` outside a ``with`` block does not run the lifespan, so ``Gateway.start``
 (topics, producer, reply consumer, liveness) never runs. The Kafka address given to the app
 is a socket of ours that listens and is checked to have received no connection. Where a test
 needs a live worker it sets the liveness count, and where it needs results it replaces the
@@ -22,8 +22,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from producer.app import FrontEnd, create_app
-from producer.auth import key_id
+from producer.frontend.app import create_app
+from producer.frontend.auth import key_id
+from producer.frontend.gateway import Gateway
 from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 from schemas.wire import ChoiceResult, ResultMessage, TaskMessage, encode
@@ -50,7 +51,7 @@ class _RecordingPublisher:
 class _EchoPublisher(_RecordingPublisher):
     """Runs each task on the echo backend and routes the result like the results consumer."""
 
-    def __init__(self, front: FrontEnd) -> None:
+    def __init__(self, front: Gateway) -> None:
         super().__init__()
         self._front = front
 
@@ -95,12 +96,12 @@ def _settings(listener: socket.socket, **overrides: Any) -> Settings:
     return Settings(**(fields | overrides))
 
 
-def _never_started(front: FrontEnd) -> list[str]:
+def _never_started(front: Gateway) -> list[str]:
     calls: list[str] = []
 
     async def start() -> None:
         calls.append("start")
-        raise AssertionError("FrontEnd.start ran: the lifespan (and Kafka) was used")
+        raise AssertionError("Gateway.start ran: the lifespan (and Kafka) was used")
 
     front.start = start  # type: ignore[method-assign]
     return calls
@@ -116,7 +117,7 @@ async def app(
     registry = params.get("registry") or load_registry()
     # Built inside the running loop: see test_create_app_needs_no_running_loop for why.
     application = create_app(settings, registry, CollectorRegistry())
-    front: FrontEnd = application.state.front
+    front: Gateway = application.state.front
     starts = _never_started(front)
     kafka_publisher = front.publisher
     front.publisher = _RecordingPublisher()  # type: ignore[assignment]
@@ -127,9 +128,9 @@ async def app(
     await front.stop()  # closes the never-started clients (no connection: see kafka_listener)
 
 
-def _front(app: FastAPI) -> FrontEnd:
+def _front(app: FastAPI) -> Gateway:
     front = app.state.front
-    assert isinstance(front, FrontEnd)
+    assert isinstance(front, Gateway)
     return front
 
 
@@ -161,7 +162,7 @@ def _error(response: Any, status: int) -> dict[str, Any]:
 
 
 def test_create_app_needs_no_running_loop(kafka_listener: socket.socket) -> None:
-    # `kafka-completions serve` calls create_app from plain synchronous code (producer/cli.py).
+    # `kafka-completions serve` calls create_app from plain synchronous code (cli/services.py).
     app = create_app(_settings(kafka_listener), load_registry(), CollectorRegistry())
     front = _front(app)
     starts = _never_started(front)
@@ -174,7 +175,7 @@ def test_create_app_refuses_no_api_keys(kafka_listener: socket.socket) -> None:
     from schemas.errors import ConfigError
 
     with pytest.raises(ConfigError, match="KC_API_KEYS"):
-        FrontEnd(_settings(kafka_listener, api_keys=()), load_registry(), CollectorRegistry())
+        Gateway(_settings(kafka_listener, api_keys=()), load_registry(), CollectorRegistry())
 
 
 def test_without_the_lifespan_the_app_is_not_ready(app: FastAPI) -> None:
@@ -463,7 +464,7 @@ def test_a_chunked_body_within_the_limit_reaches_the_route(app: FastAPI) -> None
 
 
 def test_429_with_retry_after_past_the_in_flight_limit(app: FastAPI) -> None:
-    front: FrontEnd = app.state.front
+    front: Gateway = app.state.front
     front.in_flight = front.settings.max_in_flight
     response = _client(app).post(ROUTE, json=SPEC_EXAMPLE | {"model": "echo"}, headers=AUTH)
     assert response.status_code == 429

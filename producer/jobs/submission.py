@@ -1,11 +1,4 @@
-"""Bulk offline jobs: submit a JSONL file to the bulk lanes, follow and collect its results.
-
-The Python API (``await`` it in a notebook, ``asyncio.run`` it in a script)::
-
-    report = await submit(settings, "prompts.jsonl", job_id="nightly-1")
-    async for line in iter_results(settings, "nightly-1"):
-        print(line.custom_id, line.model, line.response or line.error)
-    await collect(settings, "nightly-1", Path("out.jsonl"))
+"""Submitting a bulk job: parse its file, record its manifest, publish its tasks.
 
 Idempotence: a task's request id is derived from (job, custom_id, model), and a job's manifest
 (on the compacted jobs topic) records a digest of its content and whether its submission
@@ -21,7 +14,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from producer.collect import CollectReport, collect, iter_results, manifest_of
-from producer.jobfile import (
+from producer.jobs.jobfile import (
     JobError,
     JobFile,
     JobFileInvalid,
@@ -40,29 +31,17 @@ from producer.jobfile import (
     parse_job_file,
     request_id,
 )
-from producer.manifest import JobManifest, read_manifests, write_manifest
-from producer.scan import job_needle, scan
-from producer.tally import JobTally, Key, OutputLine
+from producer.jobs.manifest import JobManifest, read_manifests, write_manifest
+from producer.jobs.status import tally_of
+from producer.jobs.tally import Key
 from schemas.errors import BrokerUnavailable
 from schemas.kafka import client_options, ensure_topics
 from schemas.registry import Registry, load_registry
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import Sampling, TaskMessage, decode_result, encode
+from schemas.wire import Sampling, TaskMessage, encode
 
-__all__ = [
-    "CollectReport",
-    "JobError",
-    "JobFileInvalid",
-    "JobStatus",
-    "OutputLine",
-    "SubmitReport",
-    "collect",
-    "iter_results",
-    "job_status",
-    "list_jobs",
-    "submit",
-]
+__all__ = ["SubmitReport", "submit"]
 
 # The bulk producer trades latency for throughput: records wait up to _LINGER_MS to fill
 # large, compressed batches (a job's prompts compress well; a broker round trip per record
@@ -84,25 +63,6 @@ class SubmitReport:
     tasks: int
     skipped: list[LineProblem]
     note: str
-
-
-@dataclass(frozen=True, slots=True)
-class JobStatus:
-    """Counts of a job's tasks."""
-
-    manifest: JobManifest
-    done: int
-    failed: int
-    pending: int
-    tokens: int
-
-    def __str__(self) -> str:
-        m = self.manifest
-        return (
-            f"{m.job_id}: {m.state}, {m.tasks} tasks ({', '.join(sorted(m.models))}): "
-            f"{self.done} done, {self.failed} failed, {self.pending} pending, "
-            f"{self.tokens} tokens"
-        )
 
 
 async def submit(
@@ -187,7 +147,7 @@ async def _retry_plan(
 ) -> tuple[JobManifest, Select, str]:
     if existing is None:
         raise JobError(f"no job {job_id!r} to retry; submit it first")
-    tally = await _tally(settings, existing)
+    tally = await tally_of(settings, existing)
     failed = tally.failed_keys()
     manifest = existing.moved(
         state="publishing",
@@ -203,7 +163,7 @@ async def _resume_plan(
 ) -> tuple[JobManifest, Select, str]:
     # An interrupted submission: publish again what has no result yet (some of it may be
     # on Kafka already; the collector counts a twice-answered task once).
-    answered = set((await _tally(settings, existing)).final)
+    answered = set((await tally_of(settings, existing)).final)
     return existing, lambda key: key not in answered, "resumed an interrupted submission"
 
 
@@ -265,43 +225,3 @@ async def _publish(
     finally:
         bar.close()
         await producer.stop()
-
-
-async def _tally(settings: Settings, manifest: JobManifest) -> JobTally:
-    """The job's results so far (read up to the end of the results topic)."""
-    tallies = await _tallies(settings, {manifest.job_id: manifest})
-    return tallies[manifest.job_id]
-
-
-async def _tallies(settings: Settings, manifests: dict[str, JobManifest]) -> dict[str, JobTally]:
-    tallies = {j: JobTally(m.tasks, m.retry_cutoff_ms) for j, m in manifests.items()}
-    needle = job_needle(next(iter(manifests))) if len(manifests) == 1 else None
-    topic = Topics(settings.topic_prefix).results
-    async with aclosing(scan(settings, [topic], needle=needle)) as batches:
-        async for batch in batches:
-            for record in batch:
-                result = decode_result(record.value)
-                tally = tallies.get(result.job_id or "")
-                if tally is not None:
-                    tally.add(result, record.timestamp)
-    return tallies
-
-
-def _status(manifest: JobManifest, tally: JobTally) -> JobStatus:
-    return JobStatus(manifest, tally.done, tally.failed, tally.pending, tally.tokens)
-
-
-async def job_status(settings: Settings, job_id: str) -> JobStatus:
-    """Counts of done, failed and pending tasks of one job, and the tokens used."""
-    manifest = await manifest_of(settings, job_id)
-    return _status(manifest, await _tally(settings, manifest))
-
-
-async def list_jobs(settings: Settings) -> list[JobStatus]:
-    """The status of every job, oldest first."""
-    manifests = await read_manifests(settings)
-    if not manifests:
-        return []
-    tallies = await _tallies(settings, manifests)
-    ordered = sorted(manifests.values(), key=lambda m: m.submitted_at)
-    return [_status(m, tallies[m.job_id]) for m in ordered]

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from producer.app import create_app
+from producer.frontend.app import create_app
 from schemas.registry import load_registry
 from schemas.settings import Settings
 

@@ -6,8 +6,8 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from producer import replies
-from producer.replies import ReplyRouter
+from producer.frontend import replies
+from producer.frontend.replies import ReplyRouter
 from schemas.kafka import Record
 from schemas.metrics import FrontendMetrics
 from schemas.wire import encode

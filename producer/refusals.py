@@ -1,7 +1,8 @@
-"""HTTP errors: every failure answers ``{"error": {...}}`` naming what was wrong.
+"""Refusals: why a request (or a job line) cannot be served, decided before anything is published.
 
 Client mistakes are 4xx naming the field and the value; a model that cannot serve is 404
-(unknown) or 503 (not configured, or no live worker) naming every such model and why.
+(unknown) or 503 (not configured, or no live worker) naming every such model and why. Nothing
+here imports a web framework: the job client refuses job lines with the same words.
 """
 
 from __future__ import annotations
@@ -9,13 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
-
-from schemas.api import ErrorBody, ErrorDetail
-from schemas.errors import BrokerUnavailable, ModelError, ModelUnavailable, UnknownModel
+from schemas.api import ErrorDetail
+from schemas.errors import ModelError, UnknownModel
 
 _SHOWN_VALUE_CHARS = 100
 
@@ -30,14 +26,6 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers
-
-
-def error_response(
-    status: int, detail: ErrorDetail, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The JSON response of an error."""
-    body = ErrorBody(error=detail).model_dump(mode="json", exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def model_errors(errors: Sequence[ModelError]) -> ApiError:
@@ -85,7 +73,7 @@ def _field_message(field: str, errs: list[Any]) -> str:
     value = _shown(errs[0].get("input"))
     kind = errs[0].get("type")
     if kind == "extra_forbidden":
-        return f"{field}: unknown field (got {value!r}); see API-SPEC for the accepted fields"
+        return f"{field}: unknown field (got {value!r}); see /openapi.json for the accepted fields"
     if kind == "missing":
         return f"{field}: required"
     if field == "model" and len(errs) > 1:
@@ -104,49 +92,3 @@ def _shown(value: Any) -> Any:
     if isinstance(value, str) and len(value) > _SHOWN_VALUE_CHARS:
         return value[:_SHOWN_VALUE_CHARS] + "…"
     return value
-
-
-OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
-
-
-def _status_for(request: Request, status: int) -> int:
-    # OpenAI answers every invalid parameter with 400, and its SDK maps 400 to BadRequestError;
-    # the spec route keeps 422 for a well-formed body with a bad field.
-    if status == 422 and request.url.path in OPENAI_PATHS:
-        return 400
-    return status
-
-
-def install_handlers(app: FastAPI) -> None:
-    """Answer every error in the ErrorBody shape."""
-
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(_status_for(request, exc.status), exc.detail, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, detail = describe_validation(exc.errors())
-        return error_response(_status_for(request, status), detail)
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (bad UTF-8)
-            detail = ErrorDetail(
-                type="invalid_request_error",
-                code="invalid_json",
-                message=f"the body is not valid UTF-8 JSON ({exc.detail})",
-            )
-            return error_response(400, detail)
-        detail = ErrorDetail(type="http_error", code=str(exc.status_code), message=str(exc.detail))
-        return error_response(exc.status_code, detail, dict(exc.headers or {}))
-
-    @app.exception_handler(BrokerUnavailable)
-    async def _broker(_: Request, exc: BrokerUnavailable) -> JSONResponse:
-        detail = ErrorDetail(type="service_unavailable", code="kafka_unavailable", message=str(exc))
-        return error_response(503, detail, {"Retry-After": "5"})
-
-    @app.exception_handler(ModelUnavailable)
-    async def _model(_: Request, exc: ModelUnavailable) -> JSONResponse:
-        api = model_errors([exc])
-        return error_response(api.status, api.detail, api.headers)

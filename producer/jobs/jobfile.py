@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from producer.errors import describe_validation
+from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.errors import KCError, ModelError
 from schemas.registry import Registry

@@ -21,10 +21,10 @@ from typing import IO
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from producer.jobfile import JobError
-from producer.manifest import JobManifest, read_manifests
-from producer.scan import job_needle, scan
-from producer.tally import JobTally, Key, OutputLine
+from producer.jobs.jobfile import JobError
+from producer.jobs.manifest import JobManifest, read_manifests
+from producer.jobs.scan import job_needle, scan
+from producer.jobs.tally import JobTally, Key, OutputLine
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import decode_result, decode_task

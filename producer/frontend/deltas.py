@@ -5,7 +5,7 @@ transactions (they must flow while generation runs); the final text still comes 
 So the caller sees exactly the final text once: deltas are taken in ``seq`` order per choice
 (duplicates and gaps dropped), and when the result arrives whatever the deltas did not carry
 is sent as one last delta. Records marked ``kc-kind: result`` are early copies of results
-(see ``worker.streaming``); they go to the reply router.
+(see ``worker.side_channel``); they go to the reply router.
 """
 
 from __future__ import annotations

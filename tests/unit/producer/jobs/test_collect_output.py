@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from producer.collect import OutputFile, read_output
-from producer.tally import JobTally, OutputLine
+from producer.jobs.collect import OutputFile, read_output
+from producer.jobs.tally import JobTally, OutputLine
 from schemas.wire import ChoiceResult, ResultMessage, TaskError
 
 RID = "6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10"

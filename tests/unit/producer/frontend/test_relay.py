@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from producer.sse import _Relay
-from producer.streams import StreamState
+from producer.frontend.deltas import StreamState
+from producer.frontend.relay import _Relay
 from schemas.openai import OpenAIUsage
 from schemas.wire import ChoiceResult, ResultMessage, StreamChunk, TaskError
 

@@ -11,17 +11,17 @@ cancels its request on the workers.
 
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from producer.app import FrontEnd
 from producer.assemble import assemble
-from producer.errors import error_response
+from producer.frontend.auth import Auth
+from producer.frontend.errors import error_response
+from producer.frontend.gateway import Gateway
+from producer.frontend.relay import Chunks, stream_events
 from producer.params import check_params
-from producer.sse import Chunks, stream_events
 from schemas.api import ErrorBody
 from schemas.openai import (
     AssistantMessage,
@@ -35,13 +35,12 @@ from schemas.openai import (
 )
 from schemas.wire import ChatMessage, ResultMessage, Sampling, TaskMessage
 
-Auth = Callable[..., Coroutine[Any, Any, str]]
 
+def router(front: Gateway, authenticated: Auth) -> APIRouter:
+    """The router of the OpenAI-compatible routes over one gateway."""
+    routes = APIRouter()
 
-def add_openai_routes(app: FastAPI, front: FrontEnd, authenticated: Auth) -> None:
-    """Register the OpenAI-compatible routes on the front end's app."""
-
-    @app.post("/v1/completions", response_model=TextCompletion)
+    @routes.post("/v1/completions", response_model=TextCompletion)
     async def completions(
         body: CompletionsRequest, request: Request, key_id: Annotated[str, Depends(authenticated)]
     ) -> Response:
@@ -65,7 +64,7 @@ def add_openai_routes(app: FastAPI, front: FrontEnd, authenticated: Auth) -> Non
         )
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletion)
+    @routes.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat_completions(
         body: ChatCompletionsRequest,
         request: Request,
@@ -93,9 +92,11 @@ def add_openai_routes(app: FastAPI, front: FrontEnd, authenticated: Auth) -> Non
         )
         return Response(answer.model_dump_json(), media_type="application/json")
 
+    return routes
+
 
 def _plan(
-    front: FrontEnd,
+    front: Gateway,
     request: Request,
     body: CompletionsRequest | ChatCompletionsRequest,
     key_id: str,
@@ -129,7 +130,7 @@ def _plan(
 
 
 async def _run(
-    front: FrontEnd, tasks: list[TaskMessage]
+    front: Gateway, tasks: list[TaskMessage]
 ) -> tuple[dict[int, ResultMessage], int, ErrorBody | None]:
     started = time.perf_counter()
     models = [t.model for t in tasks]
@@ -210,7 +211,7 @@ class _ChatChunks:
 
 
 def _sse(
-    front: FrontEnd, tasks: list[TaskMessage], chunks: Chunks, include_usage: bool
+    front: Gateway, tasks: list[TaskMessage], chunks: Chunks, include_usage: bool
 ) -> StreamingResponse:
     events = stream_events(front, tasks, chunks, include_usage)
     return StreamingResponse(events, media_type="text/event-stream")

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Annotated, Any
 
+from fastapi import Header
 from pydantic import SecretStr
+
+from producer.refusals import ApiError
+from schemas.api import ErrorDetail
+
+# A FastAPI dependency answering the caller's key id (or raising the 401).
+Auth = Callable[..., Coroutine[Any, Any, str]]
 
 
 def key_id(key: str) -> str:
@@ -37,3 +45,20 @@ class KeyChecker:
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key)
         return key_id(candidate.decode()) if matched else None
+
+
+def bearer_key(keys: KeyChecker) -> Auth:
+    """The dependency every authenticated route declares: the key id, or a 401."""
+
+    async def authenticated(authorization: Annotated[str | None, Header()] = None) -> str:
+        key_id = keys.check(authorization)
+        if key_id is None:
+            detail = ErrorDetail(
+                type="authentication_error",
+                code="invalid_api_key",
+                message="missing or invalid API key: send Authorization: Bearer <key>",
+            )
+            raise ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
+        return key_id
+
+    return authenticated

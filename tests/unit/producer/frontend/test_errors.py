@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producer.errors import describe_validation, error_response, model_errors
+from producer.frontend.errors import error_response
+from producer.refusals import describe_validation, model_errors
 from schemas.api import CompletionRequest, ErrorDetail
 from schemas.errors import ModelUnavailable, UnknownModel
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from producer.jobfile import JobFileInvalid, default_job_id, parse_job_file, request_id
+from producer.jobs.jobfile import JobFileInvalid, default_job_id, parse_job_file, request_id
 from schemas.registry import load_registry
 
 REGISTRY = load_registry()

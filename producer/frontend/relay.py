@@ -8,8 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from producer.app import FrontEnd
 from producer.assemble import assemble
+from producer.frontend.gateway import Gateway
 from schemas.api import ErrorBody
 from schemas.openai import OpenAIUsage
 from schemas.wire import ResultMessage, StreamChunk, TaskMessage
@@ -39,7 +39,7 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 
 async def stream_events(
-    front: FrontEnd, tasks: list[TaskMessage], chunks: Chunks, include_usage: bool
+    front: Gateway, tasks: list[TaskMessage], chunks: Chunks, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """Publish the tasks, then relay deltas and results until every choice closed."""
     request_id = tasks[0].request_id

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from producer.scan import TopicMissing, scan
+from producer.jobs.scan import TopicMissing, scan
 from schemas.errors import BrokerUnavailable
 from schemas.settings import Settings
 from schemas.topics import Topics

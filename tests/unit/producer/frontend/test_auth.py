@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from producer.auth import KeyChecker, key_id
+from producer.frontend.auth import KeyChecker, key_id
 
 KEYS = ("first-key-AAAA", "second-key-BBBB")
 

@@ -1,35 +1,27 @@
-"""The HTTP front end: ``POST /v1/completion``, ``GET /v1/models``, health, readiness, metrics.
+"""The gateway: one front-end instance's clients and the steps every route takes.
 
-The request path: authenticate, validate (pydantic, spec ranges), resolve every model (unknown:
-404; not configured or no live worker: 503 at once), register the futures, publish one task
-per entry of ``model`` carrying this instance's reply partition and the deadline, and wait.
+Admission (``check_room``, ``check_models``), the tasks of a request (``tasks_for``), publishing
+and waiting (``run``), cancellation, and the log line and metrics of each answer. The routes in
+``producer.frontend.routes`` are thin over it; ``producer.frontend.relay`` streams through it.
 """
 
 import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import Request
+from prometheus_client import CollectorRegistry
 
-from producer.assemble import assemble
-from producer.auth import KeyChecker
-from producer.errors import ApiError, error_response, install_handlers, model_errors
-from producer.guard import Guard
-from producer.liveness import Liveness
-from producer.openapi import declare_responses
-from producer.params import check_params
+from producer.frontend.auth import KeyChecker
+from producer.frontend.deltas import StreamRouter
+from producer.frontend.liveness import Liveness
+from producer.frontend.replies import ReplyRouter
 from producer.publisher import Publisher
-from producer.replies import ReplyRouter
-from producer.streams import StreamRouter
+from producer.refusals import ApiError, model_errors
 from schemas import logs
-from schemas.api import CompletionRequest, CompletionResponse, ErrorBody, ErrorDetail
+from schemas.api import ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
 from schemas.kafka import ensure_topics
 from schemas.metrics import FrontendMetrics
@@ -38,12 +30,11 @@ from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ChatMessage, ResultMessage, Sampling, TaskMessage
 
-ROUTE = "/v1/completion"
 log = logging.getLogger(__name__)
 
 
-class FrontEnd:
-    """Everything one front-end instance holds: clients, key checker, metrics."""
+class Gateway:
+    """One front-end instance: its clients, key checker and metrics, and the request steps."""
 
     def __init__(
         self, settings: Settings, registry: Registry, metrics_registry: CollectorRegistry
@@ -164,7 +155,7 @@ class FrontEnd:
                 self.metrics.timeouts.labels(model).inc()
 
     def label(self, request: Request, models: list[str]) -> None:
-        """Name the request's models for the request counter (see ``producer.guard``)."""
+        """Name the request's models for the request counter (see ``producer.frontend.guard``)."""
         # Only registry names become label values: a caller inventing model names must not
         # grow the metric without bound.
         request.state.models = sorted({m if m in self.registry else "unknown" for m in models})
@@ -207,114 +198,3 @@ class FrontEnd:
         if problems:
             raise model_errors(problems)
         return specs
-
-
-def create_app(
-    settings: Settings, registry: Registry, metrics_registry: CollectorRegistry | None = None
-) -> FastAPI:
-    """The ASGI application of one front-end instance."""
-    front = FrontEnd(settings, registry, metrics_registry or CollectorRegistry())
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await front.start()
-        try:
-            yield
-        finally:
-            await front.stop()
-
-    app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
-    app.state.front = front
-    app.add_middleware(Guard, metrics=front.metrics, max_body_bytes=settings.max_body_bytes)
-    install_handlers(app)
-    authenticated = _add_routes(app, front)
-    from producer.openai_api import add_openai_routes  # it builds on this module
-
-    add_openai_routes(app, front, authenticated)
-    declare_responses(app)
-    return app
-
-
-def _add_routes(app: FastAPI, front: FrontEnd) -> Callable[..., Coroutine[Any, Any, str]]:
-    async def authenticated(authorization: Annotated[str | None, Header()] = None) -> str:
-        key_id = front.keys.check(authorization)
-        if key_id is None:
-            detail = ErrorDetail(
-                type="authentication_error",
-                code="invalid_api_key",
-                message="missing or invalid API key: send Authorization: Bearer <key>",
-            )
-            raise ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
-        return key_id
-
-    @app.post(
-        ROUTE,
-        response_model=CompletionResponse,
-        responses={
-            401: {"model": ErrorBody},
-            404: {"model": ErrorBody},
-            422: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-            504: {"model": ErrorBody},
-        },
-    )
-    async def completion(
-        body: CompletionRequest, request: Request, key_id: Annotated[str, Depends(authenticated)]
-    ) -> Response:
-        models = body.models
-        front.label(request, models)
-        front.check_room()
-        specs = front.check_models(models)
-        sampling = Sampling.of_request(body)
-        check_params(sampling, specs)
-        return await _complete(front, body, models, sampling, key_id)
-
-    @app.get("/v1/models")
-    async def list_models(_: Annotated[str, Depends(authenticated)]) -> dict[str, Any]:
-        data = []
-        for spec in front.registry:
-            reason = spec.unavailable_reason(front.settings)
-            data.append(
-                {
-                    "id": spec.name,
-                    "object": "model",
-                    "created": front.started,
-                    "owned_by": spec.backend,
-                    "backend": spec.backend,
-                    "configured": reason is None,
-                    "reason": reason,
-                    "live_workers": front.liveness.members(spec.name),
-                }
-            )
-        return {"object": "list", "data": data}
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        ready = front.ready
-        body = {"ready": ready, "reply_partition": front.replies.partition}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(front.metrics_registry), media_type=CONTENT_TYPE_LATEST)
-
-    return authenticated
-
-
-async def _complete(
-    front: FrontEnd, body: CompletionRequest, models: list[str], sampling: Sampling, key_id: str
-) -> Response:
-    started = time.perf_counter()
-    request_id = uuid.uuid4()
-    prompts = [body.prompt] * len(models)
-    tasks = front.tasks_for(request_id, models, sampling, key_id, prompts=prompts)
-    results = await front.run(tasks)
-    status, answer = assemble(request_id, models, results, front.settings.request_timeout_s)
-    front.observe(models, status, time.perf_counter() - started)
-    if isinstance(answer, ErrorBody):
-        return error_response(status, answer.error)
-    return Response(answer.model_dump_json(), media_type="application/json")

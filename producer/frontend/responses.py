@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from schemas.api import ErrorBody
@@ -81,9 +81,13 @@ _OTHERS: dict[str, dict[int | str, dict[str, Any]]] = {
 }
 
 
-def declare_responses(app: FastAPI) -> None:
-    """Add the shared error answers to every route's OpenAPI responses (call after routing)."""
-    for route in app.routes:
+def declare_responses(router: APIRouter) -> None:
+    """Add the shared error answers to the OpenAPI responses of every route of ``router``.
+
+    Call it before ``include_router``: FastAPI keeps an included router whole (its routes are
+    not in ``app.routes``), and builds the schema from the router's own routes.
+    """
+    for route in router.routes:
         if not isinstance(route, APIRoute):
             continue
         extra = dict(_OTHERS.get(route.path, {}))
@@ -93,4 +97,3 @@ def declare_responses(app: FastAPI) -> None:
                 extra |= _V1_POST
         for status, answer in extra.items():
             route.responses.setdefault(status, answer)
-    app.openapi_schema = None  # built again, with these, on next use

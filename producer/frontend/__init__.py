@@ -1,0 +1,1 @@
+"""The HTTP front end (FastAPI): ``app`` builds it, ``gateway`` runs each request, ``routes``."""
