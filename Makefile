@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/kafka-completions
 STAMP := $(VENV)/.kc-installed
 
-.PHONY: setup tools run test lint unit lock clean-cache
+.PHONY: setup tools fixtures run test lint unit lock clean-cache
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ setup: $(STAMP)
 run: setup
 	KC_CACHE_DIR=$(CACHE) exec $(VENV)/bin/kafka-completions dev
 
-test: setup tools
+# The Llama-2-format test checkpoints: built from a registry package's vocabulary at set-up
+# (its licence forbids committing it), checked against its golden cases, cached by hash.
+fixtures: $(STAMP)
+	KC_CACHE_DIR=$(CACHE) $(PY) -m tests.llama2_fixture
+
+test: setup tools fixtures
 	KC_CACHE_DIR=$(CACHE) $(PY) -m pytest
 
 unit: $(STAMP)

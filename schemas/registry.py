@@ -34,7 +34,8 @@ class ModelSpec(BaseModel):
 
     name: str
     backend: str  # a kind of schemas/kinds.toml
-    # transformers: a local checkpoint directory, or a GGUF file shipped in a Python package.
+    # transformers: a local checkpoint directory or .gguf file (or a directory and a gguf_file
+    # in it), or a GGUF file shipped in a Python package.
     path: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
@@ -98,9 +99,14 @@ class ModelSpec(BaseModel):
 
     def _weights_reason(self) -> str | None:
         if self.path:
-            if Path(self.path).expanduser().is_dir():
+            path = Path(self.path).expanduser() / (self.gguf_file or "")
+            checkpoint = path.is_dir() and not self.gguf_file
+            if checkpoint or (path.is_file() and path.suffix == ".gguf"):
                 return None
-            return f"not configured: weights directory {self.path} does not exist"
+            return (
+                f"not configured: weights {path} do not exist (`path` names a checkpoint "
+                "directory or a .gguf file)"
+            )
         if self.gguf_package:
             if importlib.util.find_spec(self.gguf_package) is not None:
                 return None
@@ -143,7 +149,7 @@ class Registry:
 def load_registry(path: Path | None = None) -> Registry:
     """Read a registry file (the packaged default when None), or raise ConfigError."""
     if path is None:
-        text = resources.files("schemas").joinpath("models.toml").read_text()
+        text = _default_text()
         where = "the default registry"
     else:
         try:
@@ -158,3 +164,42 @@ def load_registry(path: Path | None = None) -> Registry:
         return Registry([ModelSpec(name=name, **opts) for name, opts in table.items()])
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
         raise ConfigError(f"{where} is not a valid model registry: {exc}") from exc
+
+
+def add_local_model(file: Path, name: str, weights: Path, chat_template: bool | None) -> ModelSpec:
+    """Write (or update) the entry of a local model in a registry file and return it.
+
+    A missing file starts as a copy of the default registry, so every other model stays
+    listed; an existing entry keeps its other options and gets the new weights. Comments and
+    layout survive (tomlkit). The new file is validated before it replaces the old one.
+    """
+    import tomlkit
+
+    if not (weights.is_dir() or (weights.is_file() and weights.suffix == ".gguf")):
+        raise ConfigError(f"--path {weights}: not a checkpoint directory nor a .gguf file")
+    text = file.read_text() if file.exists() else _default_text()
+    document = tomlkit.parse(text)
+    models = document.setdefault("models", tomlkit.table(is_super_table=True))
+    entry = models.get(name) or tomlkit.table()
+    for stale in ("gguf_package", "gguf_file"):
+        entry.pop(stale, None)
+    entry["backend"] = "transformers"
+    entry["path"] = str(weights.resolve())
+    if chat_template is not None or "chat_template" not in entry:
+        entry["chat_template"] = True if chat_template is None else chat_template
+    models[name] = entry
+    new_text = tomlkit.dumps(document)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(new_text)
+    try:
+        spec = load_registry(tmp).get(name)
+    except ConfigError:
+        tmp.unlink()
+        raise
+    tmp.replace(file)
+    return spec
+
+
+def _default_text() -> str:
+    return resources.files("schemas").joinpath("models.toml").read_text()

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from schemas.settings import Settings
 from tests.kafka_fixture import jar_cache_dir, kafka_broker
+from tests.llama2_fixture import Llama2Fixture, ensure_fixture
 
 API_KEY = "kc-test-key-5f3b0c"
 # The request body of the API specification's example (docs/API.md), verbatim.
@@ -60,3 +61,9 @@ def settings(kafka_bootstrap: str) -> Settings:
 def cache_dir() -> Path:
     """The converted model and the broker jars, shared by every run on this machine."""
     return jar_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def llama2() -> Llama2Fixture:
+    """The Llama-2-format checkpoints: built at set-up by `make test`, here only if missing."""
+    return ensure_fixture(cache_dir())

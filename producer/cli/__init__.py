@@ -4,7 +4,8 @@ serve                 the HTTP front end
 worker --model NAME   a worker serving one or more models
 broker start|stop|status   the local single-node Kafka broker (development, tests)
 dev                   everything at once on the embedded defaults (what `make run` runs)
-models list|prepare   the registry with each model's status; convert local weights once
+models list|prepare   the registry with each model's state; convert local weights once
+models add NAME --path P   write a local model's entry into the KC_REGISTRY_PATH file
 submit FILE.jsonl     publish a bulk job (see producer/cli/jobs.py for every option)
 collect --job ID -o OUT.jsonl   write a job's results (resumes; never duplicates a line)
 jobs status ID|list   counts of done, failed, pending and tokens per job
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from devstack.cli import add_broker_commands
 
     from producer.cli.jobs import add_job_commands
+    from producer.cli.models import add_model_commands
     from producer.cli.services import add_service_commands, settings_of
 
     parser = argparse.ArgumentParser(
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_service_commands(sub)
+    add_model_commands(sub)
     add_broker_commands(sub)
     add_job_commands(sub, settings_of)
     return parser

@@ -1,4 +1,4 @@
-"""The service subcommands: ``serve``, ``worker``, ``models list|prepare`` and ``dev``.
+"""The service subcommands: ``serve``, ``worker`` and ``dev`` (``models``: producer/cli/models.py).
 
 Each imports its program only when run, so ``kafka-completions submit`` never loads FastAPI
 and ``kafka-completions serve`` never loads torch.
@@ -54,22 +54,6 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    registry = load_registry(settings.registry_path)
-    if args.action == "prepare":
-        from worker.weights import checkpoint_dir
-
-        for name in args.names or ["smollm2-135m-instruct"]:
-            print(f"{name}: ready in {checkpoint_dir(registry.get(name), settings.cache_dir)}")
-        return 0
-    for spec in registry:
-        print(
-            f"{spec.name:28} {spec.backend:13} {spec.unavailable_reason(settings) or 'configured'}"
-        )
-    return 0
-
-
 def _dev(args: argparse.Namespace) -> int:
     from devstack.stack import run_stack
 
@@ -91,9 +75,5 @@ def add_service_commands(sub: Any) -> None:
     worker = sub.add_parser("worker", help="run a worker for one or more models")
     worker.add_argument("--model", action="append", required=True, help="a public model name")
     worker.set_defaults(handler=_worker)
-    models = sub.add_parser("models", help="list the registry, or prepare local weights")
-    models.add_argument("action", choices=["list", "prepare"])
-    models.add_argument("names", nargs="*", help="models to prepare (default: the embedded one)")
-    models.set_defaults(handler=_models)
     dev = sub.add_parser("dev", help="broker, front end and workers on the embedded defaults")
     dev.set_defaults(handler=_dev)

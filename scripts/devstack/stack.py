@@ -74,12 +74,18 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def worker_sets(settings: Settings) -> list[list[str]]:
-    """The models of each worker: the local model, then each vendor's configured models."""
+    """The models of each worker process: the embedded one alone, then every other configured
+    local model (the registry's Llama-2 entries once their weights are set) in one process,
+    and one process per vendor kind with configured models."""
     registry = load_registry(settings.registry_path)
     sets = [[LOCAL_MODEL]]
-    for kind in vendor_kinds():
-        specs = registry.of_kind(kind.name)
-        names = [s.name for s in specs if s.unavailable_reason(settings) is None]
+    for kind in ["transformers", *(k.name for k in vendor_kinds())]:
+        specs = registry.of_kind(kind)
+        names = [
+            s.name
+            for s in specs
+            if s.name != LOCAL_MODEL and s.unavailable_reason(settings) is None
+        ]
         if names:
             sets.append(names)
     return sets

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
@@ -32,10 +33,10 @@ from schemas.wire import TaskMessage
 from worker.backend import Backend, backend_kind
 from worker.decode import DecodeBatch, Finished, Row
 from worker.draws import task_seed
-from worker.prompting import conversation, plain_prompt
+from worker.prompting import PromptEncoder, conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Delta, Failure, Outcome, Task
-from worker.weights import checkpoint_dir
+from worker.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,12 @@ class TransformersBackend:
         self._spec = spec
         self._model = model
         self._tokenizer = tokenizer
+        self._encoder = PromptEncoder.of(tokenizer)
+        # Generated text is decoded after this token and cut past it: sentencepiece decoders
+        # drop the leading space of a text's first piece ("▁there" alone decodes "there"),
+        # which would glue a completion to its prompt.
+        self._anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
+        self._anchor_len = len(self._decode_bare([self._anchor]))
         self._max_batch = max_batch
         self._context = int(getattr(model.config, "max_position_embeddings", 2048))
         eos = model.generation_config.eos_token_id
@@ -148,15 +155,24 @@ class TransformersBackend:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            message = item.task.message
-            prompt = self._tokenizer(self._render(message))["input_ids"]
-            refusal = self._refuse(len(prompt), item.task)
-            if refusal is not None:
-                _resolve(item, refusal)
-                continue
-            seed = task_seed(message.request_id, message.choice_index, message.sampling.seed)
-            row = Row(item, list(prompt), message.sampling, message.deadline, seed=seed)
-            waiting.append((row, item))
+            row = self._prepare(item)
+            if isinstance(row, Failure):
+                _resolve(item, row)
+            else:
+                waiting.append((row, item))
+
+    def _prepare(self, item: _Waiting) -> Row | Failure:
+        """The task's row, or why it is not worth running."""
+        message = item.task.message
+        try:
+            prompt = self._encoder.encode(self._render(message))
+        except TemplateError as exc:  # e.g. Llama-2's template wants user/assistant turns
+            return Failure("invalid_request", f"{self._spec.name}'s chat template: {exc}")
+        refusal = self._refuse(len(prompt), item.task)
+        if refusal is not None:
+            return refusal
+        seed = task_seed(message.request_id, message.choice_index, message.sampling.seed)
+        return Row(item, prompt, message.sampling, message.deadline, seed=seed)
 
     def cancel(self, request_id: str) -> None:
         """Stop the request's rows at the next step (thread-safe); they fail as cancelled."""
@@ -241,6 +257,10 @@ class TransformersBackend:
         )
 
     def _decode(self, tokens: list[int]) -> str:
+        """Generated ids as text, a leading space kept (see ``_anchor``)."""
+        return self._decode_bare([self._anchor, *tokens])[self._anchor_len :]
+
+    def _decode_bare(self, tokens: list[int]) -> str:
         return str(self._tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _outcome(self, done: Finished) -> Outcome:
@@ -313,14 +333,7 @@ def _attention(device: torch.device) -> str:
 
 
 def _load(spec: ModelSpec, settings: Settings, device: torch.device) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = checkpoint_dir(spec, settings.cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16, attn_implementation=_attention(device)
-    )
-    model = model.to(device)
+    model, tokenizer = load_weights(spec, settings.cache_dir, device, _attention(device))
     model.eval()
     return model, tokenizer
 

@@ -27,9 +27,10 @@ class _CharTokenizer:
     """Characters ``" "`` to ``"_"`` as tokens 0..63; no chat template."""
 
     pad_token_id = 0
+    bos_token_id = None
     chat_template = None
 
-    def __call__(self, text: str) -> dict[str, list[int]]:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         return {"input_ids": [ord(c) - 32 for c in text]}
 
     def decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
