@@ -20,7 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from producer.assemble import assemble
 from producer.auth import KeyChecker
+from producer.batch.service import BatchService
 from producer.errors import ApiError, error_response, install_handlers, model_errors
+from producer.frontend.routes import batches, files
 from producer.guard import Guard
 from producer.liveness import Liveness
 from producer.openapi import declare_responses
@@ -60,6 +62,7 @@ class FrontEnd:
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
         self.liveness = Liveness(settings, configured)
         self.streams = StreamRouter(settings, settings.reply_partition, self.replies.deliver_early)
+        self.batches = BatchService(settings, registry)
         self.in_flight = 0
         self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
@@ -72,9 +75,11 @@ class FrontEnd:
         await self.replies.start(await self.publisher.partitions(topics.results))
         await self.streams.start()
         await self.liveness.start()
+        await self.batches.start()
 
     async def stop(self) -> None:
         """Disconnect everything."""
+        await self.batches.stop()
         await self.liveness.stop()
         await self.streams.stop()
         await self.replies.stop()
@@ -82,8 +87,8 @@ class FrontEnd:
 
     @property
     def ready(self) -> bool:
-        """Ready once the reply partition is assigned and liveness has been read."""
-        return self.replies.ready and self.liveness.ready
+        """Ready once the reply partition is assigned, liveness read and the batch book too."""
+        return self.replies.ready and self.liveness.ready and self.batches.book.ready
 
     def tasks_for(
         self,
@@ -225,12 +230,22 @@ def create_app(
 
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
-    app.add_middleware(Guard, metrics=front.metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        metrics=front.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        # An upload carries a whole batch file, plus the multipart framing.
+        max_upload_bytes=settings.batch_max_bytes + 64 * 1024,
+    )
     install_handlers(app)
     authenticated = _add_routes(app, front)
     from producer.openai_api import add_openai_routes  # it builds on this module
 
     add_openai_routes(app, front, authenticated)
+    for family in (files, batches):
+        routes = family.router(front, authenticated)
+        declare_responses(routes)
+        app.include_router(routes)
     declare_responses(app)
     return app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from schemas.api import ErrorBody
@@ -81,8 +81,11 @@ _OTHERS: dict[str, dict[int | str, dict[str, Any]]] = {
 }
 
 
-def declare_responses(app: FastAPI) -> None:
-    """Add the shared error answers to every route's OpenAPI responses (call after routing)."""
+def declare_responses(app: FastAPI | APIRouter) -> None:
+    """Add the shared error answers to every route's OpenAPI responses (call after routing).
+
+    A router is declared before ``include_router``: FastAPI keeps an included router whole.
+    """
     for route in app.routes:
         if not isinstance(route, APIRoute):
             continue
@@ -93,4 +96,5 @@ def declare_responses(app: FastAPI) -> None:
                 extra |= _V1_POST
         for status, answer in extra.items():
             route.responses.setdefault(status, answer)
-    app.openapi_schema = None  # built again, with these, on next use
+    if isinstance(app, FastAPI):
+        app.openapi_schema = None  # built again, with these, on next use

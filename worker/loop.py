@@ -31,8 +31,9 @@ from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import ResultMessage, decode_task
+from schemas.wire import ResultMessage, TaskMessage, decode_task
 from worker.backend import Backend
+from worker.cancellations import CancelledBatches
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
 from worker.publish import publish, result_message
@@ -70,6 +71,7 @@ class ModelWorker:
         self._settled = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
         self._streamer = Streamer(settings, f"kc-worker-stream-{worker_id}")
+        self._cancelled = CancelledBatches()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
@@ -91,6 +93,7 @@ class ModelWorker:
         )
         await producer.start()
         await self._streamer.start()
+        await self._cancelled.start(self._settings, f"kc-worker-batch-cancels-{self._worker_id}")
         flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
         cancels = asyncio.create_task(watch_cancellations(self._settings, self._backend.cancel))
         lag: asyncio.Task[None] | None = None
@@ -116,6 +119,7 @@ class ModelWorker:
             await consumer.stop()
             await producer.stop()
             await self._streamer.stop()
+            await self._cancelled.stop()
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]
@@ -165,6 +169,8 @@ class ModelWorker:
                 raise WireError(
                     f"task for model {message.model!r} on a topic of {self._spec.name!r}"
                 )
+            if message.results_topic and not self._topics.is_batch_results(message.results_topic):
+                raise WireError(f"results_topic {message.results_topic!r} is not a batch's")
         except WireError as exc:
             source = f"{tp.topic}:{tp.partition}:{record.offset}"
             self._decide(
@@ -176,12 +182,19 @@ class ModelWorker:
         self._metrics.queue_time.labels(self._spec.name).observe(
             max(0.0, now - message.enqueued_at)
         )
-        if message.deadline is not None and message.deadline < now:
-            self._finish(
-                task, Failure("deadline_exceeded", "the deadline passed before work began")
-            )
+        skipped = self._skipped(message, now)
+        if skipped is not None:
+            self._finish(task, skipped)
             return None
         return task
+
+    def _skipped(self, message: TaskMessage, now: float) -> Failure | None:
+        """Why a task is not run at all (expired, its batch cancelled), or None to run it."""
+        if message.deadline is not None and message.deadline < now:
+            return Failure("deadline_exceeded", "the deadline passed before work began")
+        if message.job_id is not None and message.job_id in self._cancelled:
+            return Failure("cancelled", f"batch {message.job_id} was cancelled before this began")
+        return None
 
     def _start_run(self, tasks: Sequence[Task]) -> None:
         self._metrics.batch_size.labels(self._spec.name).observe(len(tasks))

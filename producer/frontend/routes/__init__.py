@@ -1,0 +1,1 @@
+"""The front end's routers, one module per family of routes."""
