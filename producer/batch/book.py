@@ -6,9 +6,10 @@ results topic of each running batch (one partition per batch) from its start. So
 ``GET /v1/batches/{id}`` is a dictionary lookup whatever the topics retain, and starting an
 instance costs one pass over the records of the batches still running.
 
-When every line of a running batch has an outcome (or its window has passed), the book
-measures its output once and writes the final record: ``completed`` (``cancelled`` for a
-cancelling batch, ``expired`` past its window) with the counts and the output files' sizes.
+The fold of a running batch sizes its output and error files as lines are answered. When
+every line has an outcome (or its window has passed), the book writes the final record:
+``completed`` (``cancelled`` for a cancelling batch, ``expired`` when lines met the window's
+end) with the counts and the output files' sizes.
 Every instance may write it; the timestamps come from the results' record times, so the
 records they write agree. Records never move a batch backwards (a terminal batch stays so).
 """
@@ -25,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from producer.batch.output import Kind, LineFold, measure
+from producer.batch.output import Kind, LineFold
 from schemas.batch import TERMINAL, BatchRecord, FileRecord, OutputFile, RequestCounts
 from schemas.errors import WireError
 from schemas.kafka import Record, client_options
@@ -103,6 +104,11 @@ class BatchBook:
         fold = self._folds.get(batch.id)
         return fold.counts if fold is not None else RequestCounts(total=batch.total)
 
+    def answered(self, batch_id: str) -> set[str]:
+        """The custom_ids of a running batch that have an outcome."""
+        fold = self._folds.get(batch_id)
+        return set(fold.done) if fold is not None else set()
+
     def apply(self, record: BatchRecord) -> None:
         """Take a batch record (read back, or just written by this instance)."""
         held = self.batches.get(record.id)
@@ -112,7 +118,7 @@ class BatchBook:
         if record.status in TERMINAL:
             self._folds.pop(record.id, None)
         elif record.status in ("in_progress", "cancelling") and record.id not in self._folds:
-            self._folds[record.id] = LineFold(record.total)
+            self._folds[record.id] = LineFold(record.total, record.endpoint)
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         assigned: set[TopicPartition] = set()
@@ -184,7 +190,8 @@ class BatchBook:
 
     async def _finish(self, batch: BatchRecord) -> None:
         try:
-            fold, sizes = await measure(self._settings, batch)
+            fold = self._folds[batch.id]
+            sizes = fold.sizes
             end = fold.last_ms // 1000 if fold.last_ms else int(time.time())
             if batch.status == "cancelling":
                 status, stamps = "cancelled", {"cancelled_at": end}

@@ -30,14 +30,6 @@ from producer.scan import scan
 from schemas.api import CompletionResponse, Usage
 from schemas.batch import BatchRecord, RequestCounts
 from schemas.errors import WireError
-from schemas.openai import (
-    AssistantMessage,
-    ChatChoice,
-    ChatCompletion,
-    OpenAIUsage,
-    TextChoice,
-    TextCompletion,
-)
 from schemas.settings import Settings
 from schemas.topics import Topics
 from schemas.wire import ResultMessage, decode_result
@@ -51,6 +43,7 @@ class LineFold:
     """The results of a batch folded into one outcome per line, as they arrive."""
 
     total: int
+    endpoint: str | None = None  # given: the fold also sizes the two files as lines arrive
     partial: dict[str, dict[int, ResultMessage]] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     completed: int = 0
@@ -58,6 +51,9 @@ class LineFold:
     cancelled: int = 0
     expired: int = 0
     last_ms: int = 0
+    sizes: dict[Kind, list[int]] = field(
+        default_factory=lambda: {"output": [0, 0], "errors": [0, 0]}
+    )
 
     def add(self, result: ResultMessage, timestamp_ms: int) -> list[ResultMessage] | None:
         """Count one result; the line's results (by choice) when this one answered it."""
@@ -74,6 +70,10 @@ class LineFold:
         self.done.add(cid)
         self.last_ms = max(self.last_ms, timestamp_ms)
         results = [got[i] for i in sorted(got)]
+        if self.endpoint is not None:
+            size = self.sizes[kind_of(results)]
+            size[0] += len(render_line(self.endpoint, results))
+            size[1] += 1
         errors = [r.error for r in results if r.error is not None]
         if not errors:
             self.completed += 1
@@ -115,27 +115,18 @@ async def render(settings: Settings, batch: BatchRecord, kind: Kind) -> AsyncIte
     fold = LineFold(batch.total)
     async for result, timestamp in batch_results(settings, batch.id):
         results = fold.add(result, timestamp)
-        if results is None:
-            continue
-        ok = all(r.choice is not None for r in results)
-        if ok == (kind == "output"):
-            yield (json.dumps(output_line(batch.endpoint, results)) + "\n").encode()
+        if results is not None and kind_of(results) == kind:
+            yield render_line(batch.endpoint, results)
 
 
-async def measure(
-    settings: Settings, batch: BatchRecord
-) -> tuple[LineFold, dict[Kind, tuple[int, int]]]:
-    """The final fold of a batch and the (bytes, lines) of each of its two files."""
-    fold = LineFold(batch.total)
-    sizes: dict[Kind, list[int]] = {"output": [0, 0], "errors": [0, 0]}
-    async for result, timestamp in batch_results(settings, batch.id):
-        results = fold.add(result, timestamp)
-        if results is None:
-            continue
-        kind: Kind = "output" if all(r.choice is not None for r in results) else "errors"
-        sizes[kind][0] += len(json.dumps(output_line(batch.endpoint, results))) + 1
-        sizes[kind][1] += 1
-    return fold, {k: (v[0], v[1]) for k, v in sizes.items()}
+def kind_of(results: list[ResultMessage]) -> Kind:
+    """Which file an answered line belongs to."""
+    return "output" if all(r.choice is not None for r in results) else "errors"
+
+
+def render_line(endpoint: str, results: list[ResultMessage]) -> bytes:
+    """An answered line as written in its file."""
+    return (json.dumps(output_line(endpoint, results)) + "\n").encode()
 
 
 def output_line(endpoint: str, results: list[ResultMessage]) -> dict[str, Any]:
@@ -174,24 +165,35 @@ def _body(endpoint: str, results: list[ResultMessage]) -> dict[str, Any]:
     chat = endpoint == "/v1/chat/completions"
     prompt = choices[0].prompt_tokens if chat else sum(c.prompt_tokens for c in choices)
     generated = sum(c.completion_tokens for c in choices)
-    usage = OpenAIUsage(
-        prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated
-    )
     model = results[0].model
+    # Plain dicts in the shapes of schemas.openai's ChatCompletion and TextCompletion (a unit
+    # test holds them equal): a 100,000-line download builds one per line.
     if chat:
-        answers = [
-            ChatChoice(
-                index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason
-            )
+        answers: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": None,
+                "finish_reason": c.finish_reason,
+            }
             for i, c in enumerate(choices)
         ]
-        return ChatCompletion(
-            id=f"chatcmpl-{rid}", created=created, model=model, choices=answers, usage=usage
-        ).model_dump(mode="json")
-    text = [
-        TextChoice(text=c.text, index=i, finish_reason=c.finish_reason)
-        for i, c in enumerate(choices)
-    ]
-    return TextCompletion(
-        id=f"cmpl-{rid}", created=created, model=model, choices=text, usage=usage
-    ).model_dump(mode="json")
+        kind, prefix = "chat.completion", "chatcmpl"
+    else:
+        answers = [
+            {"text": c.text, "index": i, "logprobs": None, "finish_reason": c.finish_reason}
+            for i, c in enumerate(choices)
+        ]
+        kind, prefix = "text_completion", "cmpl"
+    return {
+        "id": f"{prefix}-{rid}",
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": answers,
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": generated,
+            "total_tokens": prompt + generated,
+        },
+    }

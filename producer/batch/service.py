@@ -59,8 +59,8 @@ class BatchService:
     """Files and batches of every API key, on Kafka."""
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
-        self._settings = settings
-        self._registry = registry
+        self.settings = settings
+        self.registry = registry
         self._topics = Topics(settings.topic_prefix)
         self._producer: AIOKafkaProducer | None = None
         self.book = BatchBook(settings, self._write)
@@ -79,7 +79,7 @@ class BatchService:
             enable_idempotence=True,
             linger_ms=_LINGER_MS,
             max_request_size=1024 * 1024,
-            **client_options(self._settings, "kc-batches"),
+            **client_options(self.settings, "kc-batches"),
         )
         try:
             await self._producer.start()
@@ -101,13 +101,13 @@ class BatchService:
             raise Refused(
                 f"purpose: only 'batch' files are accepted here (got {purpose!r})", "purpose"
             )
-        if len(content) > self._settings.batch_max_bytes:
+        if len(content) > self.settings.batch_max_bytes:
             raise Refused(
-                f"file: {len(content)} bytes; the limit is {self._settings.batch_max_bytes} "
+                f"file: {len(content)} bytes; the limit is {self.settings.batch_max_bytes} "
                 "(KC_BATCH_MAX_BYTES)",
                 "file",
             )
-        parsed = parse_batch_file(content, self._registry, self._settings)
+        parsed = parse_batch_file(content, self.registry, self.settings)
         if parsed.problems:
             raise Refused(_problems_text(parsed), "file")
         record = FileRecord(
@@ -119,7 +119,7 @@ class BatchService:
             lines=len(parsed.lines),
             created_at=int(time.time()),
         )
-        stored = await FileStore(self._settings, self.producer).put(record, content)
+        stored = await FileStore(self.settings, self.producer).put(record, content)
         self.book.files[stored.id] = stored
         return stored
 
@@ -161,15 +161,15 @@ class BatchService:
     async def content(self, file: FileRecord | OutputView) -> AsyncIterator[bytes]:
         """The bytes of a file, in pieces: an upload's chunks, or a batch output rendered."""
         if isinstance(file, FileRecord):
-            yield await FileStore(self._settings, self.producer).read(file)
+            yield await FileStore(self.settings, self.producer).read(file)
             return
-        async for line in render(self._settings, file.batch, file.kind):
+        async for line in render(self.settings, file.batch, file.kind):
             yield line
 
     async def delete_file(self, key_id: str, file_id: str) -> None:
         """Delete an uploaded file (its batches keep running: their tasks are on Kafka)."""
         record = self.input_file(key_id, file_id)
-        await FileStore(self._settings, self.producer).delete(record)
+        await FileStore(self.settings, self.producer).delete(record)
         self.book.files.pop(file_id, None)
 
     # Batches
@@ -193,8 +193,8 @@ class BatchService:
     async def create(self, key_id: str, body: BatchCreate) -> BatchRecord:
         """Validate the input file against the endpoint and start the batch."""
         source = self.input_file(key_id, body.input_file_id)
-        content = await FileStore(self._settings, self.producer).read(source)
-        parsed = parse_batch_file(content, self._registry, self._settings, body.endpoint)
+        content = await FileStore(self.settings, self.producer).read(source)
+        parsed = parse_batch_file(content, self.registry, self.settings, body.endpoint)
         now = int(time.time())
         record = BatchRecord(
             id=f"batch_{uuid.uuid4().hex}",
@@ -204,11 +204,11 @@ class BatchService:
             completion_window=body.completion_window,
             status="validating",
             created_at=now,
-            expires_at=now + int(self._settings.batch_window_s),
+            expires_at=now + int(self.settings.batch_window_s),
             output_expires_after_s=(
                 body.output_expires_after.seconds
                 if body.output_expires_after
-                else self._settings.batch_output_expires_s
+                else self.settings.batch_output_expires_s
             ),
             total=len(parsed.lines) + len(parsed.problems),
             tasks=parsed.tasks,
@@ -217,9 +217,9 @@ class BatchService:
         )
         if parsed.problems:
             return await self._refuse(record, parsed)
-        retention = record.output_expires_after_s + int(self._settings.batch_window_s)
-        topic = batch_results_topic(self._settings, record.id, retention)
-        await ensure_topics(self._settings, record.models, [topic])
+        retention = record.output_expires_after_s + int(self.settings.batch_window_s)
+        topic = batch_results_topic(self.settings, record.id, retention)
+        await ensure_topics(self.settings, record.models, [topic])
         await self._write(record)
         await self._publish(record, parsed.lines)
         started = record.moved(status="in_progress", in_progress_at=int(time.time()))

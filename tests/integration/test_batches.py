@@ -16,10 +16,11 @@ import pytest
 from openai.types import Batch
 from pydantic import SecretStr
 
+from producer.batch.store import CHUNK_BYTES
 from schemas.registry import load_registry
 from schemas.settings import Settings
 from tests.conftest import API_KEY, make_settings
-from tests.integration.harness import backend_worker, front_end, wait_live, worker
+from tests.integration.harness import LOCAL, backend_worker, front_end, wait_live, worker
 from worker.backends.echo import echo_text
 from worker.task import Completion, Delta, Failure, Outcome, Task
 
@@ -320,3 +321,44 @@ async def test_lines_not_run_within_the_window_expire(kafka_bootstrap: str) -> N
     assert done.request_counts.completed == backend.ran < 30
     assert len(expired) == 30 - backend.ran
     assert {e["error"]["code"] for e in expired} == {"batch_expired"}
+
+
+async def test_ten_thousand_lines_on_echo_through_a_chunked_file(
+    stack: tuple[openai.AsyncOpenAI, Settings],
+) -> None:
+    sdk, _ = stack
+    raw = jsonl([chat_line(i, metadata_pad="x" * 100) for i in range(10_000)])
+    assert len(raw) > 3 * CHUNK_BYTES, "the file must span several chunks"
+    started = time.perf_counter()
+    upload = await sdk.files.create(file=("big.jsonl", io.BytesIO(raw)), purpose="batch")
+    assert (await sdk.files.content(upload.id)).content == raw
+    batch = await sdk.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = await until_done(sdk, batch.id, timeout_s=240)
+    elapsed = time.perf_counter() - started
+    assert done.status == "completed" and done.output_file_id, done
+    lines = await lines_of(sdk, done.output_file_id)
+    print(f"\n10,000 echo lines end to end in {elapsed:.1f} s ({10_000 / elapsed:.0f} lines/s)")
+    assert len(lines) == 10_000
+    assert len({line["custom_id"] for line in lines}) == 10_000
+
+
+@pytest.mark.model
+async def test_fifty_lines_on_the_local_model(kafka_bootstrap: str) -> None:
+    settings = make_settings(kafka_bootstrap)
+    async with worker(settings, LOCAL), front_end(settings) as client:
+        await wait_live(client, LOCAL)
+        sdk = openai.AsyncOpenAI(base_url=f"{client.base_url}/v1", api_key=API_KEY, max_retries=0)
+        lines = [chat_line(i, LOCAL, max_tokens=8, temperature=0) for i in range(50)]
+        batch = await start_batch(sdk, lines)
+        done = await until_done(sdk, batch.id, timeout_s=280)
+        assert done.status == "completed" and done.output_file_id, done
+        output = await lines_of(sdk, done.output_file_id)
+        await sdk.close()
+    assert sorted(o["custom_id"] for o in output) == sorted(f"req-{i}" for i in range(50))
+    for line in output:
+        body = line["response"]["body"]
+        assert body["model"] == LOCAL and body["choices"][0]["message"]["content"].strip()
+        usage = body["usage"]
+        assert 0 < usage["completion_tokens"] <= 8 and usage["prompt_tokens"] > 5
