@@ -69,6 +69,7 @@ class BatchBook:
         ]
         self._ends: dict[TopicPartition, int] = {}
         self.ready = False
+        self._runs_pending = True  # the running batches' ends are taken once the rest is read
         self._consumer: AIOKafkaConsumer | None = None
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -141,8 +142,23 @@ class BatchBook:
                     self._handle(tp, record)
                     self._positions[tp] = record.offset + 1
             if not self.ready:
-                self.ready = await _caught_up(consumer, self._ends)
+                self.ready = await self._caught_up(consumer, assigned)
             self._finish_due()
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> bool:
+        """Whether what was there at start-up is read: files and batches, then the results of
+        the batches they show running (so a restarted instance's counts are right at once)."""
+        for tp, end in self._ends.items():
+            if tp in assigned and await consumer.position(tp) < end:
+                return False
+        if not self._runs_pending:
+            return True
+        runs = {TopicPartition(self._topics.batch_results(b), 0) for b in self._folds}
+        if not runs <= assigned:
+            return False  # they are assigned on the next turn of the loop
+        self._ends |= await consumer.end_offsets(sorted(runs))
+        self._runs_pending = False
+        return False
 
     def _assign(self, consumer: AIOKafkaConsumer, wanted: set[TopicPartition]) -> None:
         consumer.assign(sorted(wanted))
@@ -214,13 +230,6 @@ class BatchBook:
             await asyncio.sleep(_RETRY_S)
         finally:
             self._finishing.discard(batch.id)
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
 
 
 def _rank(record: BatchRecord) -> int:

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import io
 import json
+import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types import Batch
 from pydantic import SecretStr
 
+from producer.batch.output import batch_results
 from producer.batch.store import CHUNK_BYTES
 from schemas.registry import load_registry
 from schemas.settings import Settings
@@ -362,3 +365,44 @@ async def test_fifty_lines_on_the_local_model(kafka_bootstrap: str) -> None:
         assert body["model"] == LOCAL and body["choices"][0]["message"]["content"].strip()
         usage = body["usage"]
         assert 0 < usage["completion_tokens"] <= 8 and usage["prompt_tokens"] > 5
+
+
+@pytest.mark.model
+async def test_interactive_requests_overtake_a_running_batch(kafka_bootstrap: str) -> None:
+    settings = make_settings(kafka_bootstrap)
+    body = {"prompt": "Name a colour.", "model": LOCAL, "max_tokens": 8, "temperature": 0}
+    async with worker(settings, LOCAL), front_end(settings) as client:
+        await wait_live(client, LOCAL)
+        sdk = openai.AsyncOpenAI(base_url=f"{client.base_url}/v1", api_key=API_KEY, max_retries=0)
+        idle = [await timed(client, body) for _ in range(2)]
+        lines = [chat_line(i, LOCAL, max_tokens=8) for i in range(1000)]
+        batch = await start_batch(sdk, lines)
+        await until_counted(sdk, batch.id, 16)
+        busy = []
+        for _ in range(3):
+            busy.append(await timed(client, body))
+            await asyncio.sleep(0.2)
+        running = await sdk.batches.retrieve(batch.id)
+        await sdk.batches.cancel(batch.id)  # the rest is skipped: the test ends sooner
+        await sdk.close()
+    times = [
+        r.choice.prediction_time_ms async for r, _ in batch_results(settings, batch.id) if r.choice
+    ]
+    batch_s = statistics.median(times) / 1000
+    assert running.request_counts is not None
+    pending = running.request_counts.total - running.request_counts.completed
+    print(
+        f"\nlanes: interactive idle {idle}; with a 1,000-line batch running {busy}; "
+        f"bulk batch median {batch_s:.2f} s; {pending} lines pending"
+    )
+    assert pending > 500, "the batch must still be running while we measure"
+    # As for bulk jobs (tests/integration/test_bulk.py): a request waits for at most the
+    # bulk batch already generating.
+    assert statistics.median(busy) < statistics.median(idle) + 1.6 * batch_s + 0.5, busy
+
+
+async def timed(client: httpx.AsyncClient, body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    response = await client.post("/v1/completion", json=body)
+    assert response.status_code == 200, response.text
+    return time.perf_counter() - started

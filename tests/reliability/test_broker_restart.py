@@ -13,7 +13,6 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,8 +22,7 @@ from pydantic import SecretStr
 
 from schemas.settings import Settings
 from tests.conftest import API_KEY, cache_dir
-from tests.integration.harness import LOCAL, free_port, front_end, spec_body, wait_live
-from tests.kafka_fixture import jar_cache_dir
+from tests.integration.harness import LOCAL, front_end, spec_body, wait_live
 from tests.reliability.support import (
     await_results,
     bulk_tasks,
@@ -40,16 +38,6 @@ DEADLINE_S = 15.0
 OUTAGE_S = 12.0
 # The answer comes at the deadline plus the time to assemble and send it.
 DEADLINE_SLACK_S = 3.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own on ports chosen once, so a restart keeps its address."""
-    broker = LocalBroker(
-        tmp_path / "broker", jar_cache_dir(), port=free_port(), controller_port=free_port()
-    )
-    with broker:
-        yield broker
 
 
 async def _caller(client: httpx.AsyncClient, stop: asyncio.Event) -> list[tuple[int, float]]:

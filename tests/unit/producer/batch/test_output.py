@@ -48,9 +48,11 @@ def result(
 def test_a_line_is_answered_once_all_its_choices_are_and_repeats_count_once() -> None:
     fold = LineFold(total=2)
     assert fold.add(result("a", 0, tasks=2), 10) is None
-    assert fold.add(result("a", 0, tasks=2), 11) is None  # a redelivered copy
+    copy = result("a", 0, tasks=2).model_copy(update={"worker_id": "other"})
+    assert fold.add(copy, 11) is None  # a redelivered copy: the first one counts
     answered = fold.add(result("a", 1, tasks=2), 12)
     assert answered is not None and [r.choice_index for r in answered] == [0, 1]
+    assert answered[0].worker_id == "w"
     assert fold.add(result("a", 1, tasks=2), 13) is None
     assert (fold.answered, fold.completed, fold.failed, fold.last_ms) == (1, 1, 0, 12)
 
