@@ -3,7 +3,7 @@
 B2: added latency at a fixed low rate; the highest open-loop rate sustained with no error and
 a bounded p99; the front end's RSS with 2,000 requests in flight (the worker is paused with
 SIGSTOP so they pile up, then resumed). B3: a 10,000-line bulk job submitted with
-``producer.jobs.submit`` and followed with ``producer.collect.iter_results``.
+``producer.jobs.submit`` and followed with ``producer.jobs.iter_results``.
 """
 
 from __future__ import annotations
@@ -108,8 +108,7 @@ def _job_file(lines: int, folder: Path) -> Path:
 
 async def b3(bootstrap: str, lines: int) -> list[Run]:
     """A bulk job of ``lines`` lines on echo: lines/s from submit to the last result."""
-    from producer.collect import iter_results
-    from producer.jobs import submit
+    from producer.jobs import iter_results, submit
 
     async with service(bootstrap, [ECHO]) as stack:
         settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=stack.prefix)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producer.errors import ApiError
+from producer.refusals import ApiError
 from schemas.api import ErrorDetail
 from schemas.registry import ModelSpec
 from schemas.wire import Sampling

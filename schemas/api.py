@@ -1,4 +1,4 @@
-"""HTTP bodies of ``POST /v1/completion``, field for field and range for range as API-SPEC.md.
+"""HTTP bodies of ``POST /v1/completion``, field for field and range for range as docs/API.md.
 
 Decisions where the spec is silent (also in the README):
 - ``max_tokens`` defaults to 64 and is capped at 4096; a model may stop earlier at its context.

@@ -7,7 +7,7 @@
     ├── ModelError           a model cannot serve a request
     │   ├── UnknownModel     the name is not in the registry (a client mistake)
     │   └── ModelUnavailable known, but not configured or without a live worker
-    ├── JobError             a bulk job cannot be submitted or collected (producer/jobfile.py)
+    ├── JobError             a bulk job cannot be submitted or collected (producer/jobs/jobfile.py)
     │   └── JobFileInvalid   a job file has invalid lines; nothing was published
     └── BatchError           a Batch API file or batch request cannot be served (producer/batch)
         ├── NotFound         no such file or batch for this API key (HTTP 404)

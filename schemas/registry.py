@@ -1,6 +1,6 @@
 """The model registry: public model names mapped to a backend and its options (TOML).
 
-The default registry (``models.toml`` beside this module) lists every model API-SPEC.md names,
+The default registry (``models.toml`` beside this module) lists every model docs/API.md names,
 the embedded ``smollm2-135m-instruct`` and the load-testing ``echo`` model. ``KC_REGISTRY_PATH``
 replaces it with a file of the same shape. A model whose weights or key are missing stays
 listed and is reported as not configured, with the reason.
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.errors import ConfigError, UnknownModel
 from schemas.settings import Settings
 
-Backend = Literal["transformers", "openai", "cohere", "echo"]
+# The kind of backend serving a model (``worker.backend.Backend`` is the serving protocol).
+BackendKind = Literal["transformers", "openai", "cohere", "echo"]
 # Request fields whose accepted range a model may narrow (its vendor cannot map the rest).
 RangedParam = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
 
@@ -31,7 +32,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    backend: Backend
+    backend: BackendKind
     # transformers: a local checkpoint directory, or a GGUF file shipped in a Python package.
     path: str | None = None
     gguf_package: str | None = None

@@ -20,7 +20,7 @@ DLQ_REASON = "kc-dlq-reason"
 DLQ_SOURCE = "kc-dlq-source"
 DLQ_HEADERS = (DLQ_REASON, DLQ_SOURCE)
 # The stream topic carries two kinds of record: text deltas (no header) and early copies of
-# results, marked with this header. See ``worker.streaming`` and ``producer.replies``.
+# results, marked with this header. See ``worker.side_channel`` and ``producer.frontend.replies``.
 KIND = "kc-kind"
 KIND_RESULT = b"result"
 

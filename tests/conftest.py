@@ -14,7 +14,7 @@ from schemas.settings import Settings
 from tests.kafka_fixture import jar_cache_dir, kafka_broker
 
 API_KEY = "kc-test-key-5f3b0c"
-# The request body of API-SPEC.md's example, verbatim.
+# The request body of the API specification's example (docs/API.md), verbatim.
 SPEC_EXAMPLE: dict[str, Any] = {
     "prompt": "Once upon a time",
     "model": ["gpt-4", "llama-2-70b"],

@@ -37,7 +37,7 @@ from worker.cancellations import CancelledBatches
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
 from worker.publish import publish, result_message
-from worker.streaming import Streamer, watch_cancellations
+from worker.side_channel import Streamer, watch_cancellations
 from worker.task import Completion, DeadLetter, Delta, Failure, Outcome, Task
 
 log = logging.getLogger(__name__)

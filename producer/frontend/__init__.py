@@ -1,1 +1,1 @@
-"""The HTTP front end: its routes live in ``routes/``."""
+"""The HTTP front end (FastAPI): ``app`` builds it, ``gateway`` runs each request, ``routes``."""

@@ -19,7 +19,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from producer.app import create_app
+from producer.frontend.app import create_app
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, Registry, load_registry
@@ -131,7 +131,7 @@ async def committed_results(settings: Settings, idle_s: float = 3.0) -> list[Res
 
 
 def spec_body(**overrides: Any) -> dict[str, Any]:
-    """The API-SPEC example body, on the local model unless overridden."""
+    """The API example body (docs/API.md), on the local model unless overridden."""
     return {**SPEC_EXAMPLE, "model": [LOCAL, LOCAL], **overrides}
 
 

@@ -18,8 +18,8 @@ import pytest
 from openai.types import Batch
 from pydantic import SecretStr
 
-from producer.batch.output import batch_results
-from producer.batch.store import CHUNK_BYTES
+from producer.jobs.batch.output import batch_results
+from producer.jobs.batch.store import CHUNK_BYTES
 from schemas.registry import load_registry
 from schemas.settings import Settings
 from tests.conftest import API_KEY, make_settings

@@ -25,7 +25,7 @@ from producer.jobs import (
     list_jobs,
     submit,
 )
-from producer.scan import scan
+from producer.jobs.scan import scan
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, load_registry

@@ -21,7 +21,7 @@ from devstack.broker import LocalBroker
 from openai.types import Batch
 from pydantic import SecretStr
 
-from producer.batch.output import batch_results
+from producer.jobs.batch.output import batch_results
 from schemas.settings import Settings
 from tests.conftest import API_KEY, cache_dir
 from tests.integration.harness import LOCAL, front_end, wait_live, worker_process

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from producer.auth import key_id
+from producer.frontend.auth import key_id
 from schemas.settings import Settings
 from tests.integration.harness import front_end, spec_body, wait_live
 from tests.reliability.support import process, process_env

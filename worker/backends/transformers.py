@@ -5,8 +5,8 @@ decode steps, admits waiting tasks while the row cap (``KC_WORKER_MAX_BATCH``) a
 budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others generate, and each task's
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
-bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (two-core
-measurements in DESIGN.md).
+bf16 with flash attention when installed, else SDPA; on CPU in bf16 with SDPA (B1 in the
+README's Benchmarks section measures the batching).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The front end's routers, one module per family of routes."""
+"""The front end's routers, one module per route family; each is thin over the gateway."""

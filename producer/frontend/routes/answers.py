@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from producer.batch.service import BatchService, OutputView
-from producer.errors import ApiError
+from producer.jobs.batch.service import BatchService, OutputView
+from producer.refusals import ApiError
 from schemas.api import ErrorDetail
 from schemas.batch import BatchObject, BatchRecord, FileObject, FileRecord, ListPage
 from schemas.errors import BatchError, Conflict, NotFound
-
-Auth = Callable[..., Coroutine[Any, Any, str]]
 
 
 class HasBatches(Protocol):

@@ -1,6 +1,6 @@
 """``/v1/batches``: create, retrieve, list (``after``, ``limit``), cancel, in OpenAI's shapes.
 
-Statuses and counts come from the front end's batch book (``producer.batch.book``): a
+Statuses and counts come from the front end's batch book (``producer.jobs.batch.book``): a
 retrieve is a lookup, whatever else the topics retain.
 """
 
@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from producer.frontend.routes.answers import Auth, HasBatches, answered, batch_object, page
+from producer.frontend.auth import Auth
+from producer.frontend.routes.answers import HasBatches, answered, batch_object, page
 from schemas.batch import BatchCreate, BatchObject, ListPage
 
 

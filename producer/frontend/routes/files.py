@@ -1,7 +1,7 @@
 """``/v1/files``: upload (multipart, ``purpose=batch``), list, retrieve, content, delete.
 
 Uploads are validated line by line before anything is stored (a bad file is a 400 naming
-each line and reason) and stored on Kafka (``producer.batch.store``), so every front-end
+each line and reason) and stored on Kafka (``producer.jobs.batch.store``), so every front-end
 instance serves them and they survive restarts. A batch's output and error files are listed
 and served here too, under the key that owns the batch.
 """
@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from producer.frontend.routes.answers import Auth, HasBatches, answered, file_object, page
+from producer.frontend.auth import Auth
+from producer.frontend.routes.answers import HasBatches, answered, file_object, page
 from schemas.batch import FileDeleted, FileObject, ListPage
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from producer.errors import ApiError
 from producer.params import check_params
+from producer.refusals import ApiError
 from schemas.api import CompletionRequest
 from schemas.registry import ModelSpec, load_registry
 from schemas.wire import Sampling

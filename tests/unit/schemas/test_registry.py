@@ -11,7 +11,7 @@ from schemas.errors import ConfigError, ModelError, UnknownModel
 from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 
-# Every model API-SPEC.md names under "Supported Models".
+# Every model of the API specification (docs/API.md, "Models").
 SPEC_MODELS = (
     "llama-2-70b-chat",
     "llama-2-70b",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from producer.batch.lines import parse_batch_file
+from producer.jobs.batch.lines import parse_batch_file
 from schemas.registry import load_registry
 from schemas.settings import Settings
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from producer.batch.output import LineFold, output_line, render_line
+from producer.jobs.batch.output import LineFold, output_line, render_line
 from schemas.openai import (
     AssistantMessage,
     ChatChoice,

@@ -1,0 +1,53 @@
+"""The ASGI application of one front-end instance: the gateway, its lifespan, its routers.
+
+The request path: the guard (body size, content type, request counter), authentication, the
+route's validation (pydantic, spec ranges), the gateway (admission, per-model checks, tasks,
+publish, wait), then the answer; see the README's architecture section.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from producer.frontend.auth import bearer_key
+from producer.frontend.errors import install_handlers
+from producer.frontend.gateway import Gateway
+from producer.frontend.guard import Guard
+from producer.frontend.responses import declare_responses
+from producer.frontend.routes import batches, completion, files, openai, ops
+from schemas.registry import Registry
+from schemas.settings import Settings
+
+
+def create_app(
+    settings: Settings, registry: Registry, metrics_registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The ASGI application of one front-end instance."""
+    front = Gateway(settings, registry, metrics_registry or CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await front.start()
+        try:
+            yield
+        finally:
+            await front.stop()
+
+    app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
+    app.state.front = front
+    app.add_middleware(
+        Guard,
+        metrics=front.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        # An upload carries a whole batch file, plus the multipart framing.
+        max_upload_bytes=settings.batch_max_bytes + 64 * 1024,
+    )
+    install_handlers(app)
+    authenticated = bearer_key(front.keys)
+    for family in (completion, ops, openai, files, batches):
+        routes = family.router(front, authenticated)
+        declare_responses(routes)
+        app.include_router(routes)
+    return app

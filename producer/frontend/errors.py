@@ -1,0 +1,73 @@
+"""HTTP errors: every failure answers ``{"error": {...}}`` naming what was wrong.
+
+What is refused and with which status is decided in ``producer.refusals`` (shared with the job
+client, which has no web framework); this module turns those refusals, and FastAPI's own
+errors, into JSON responses.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from producer.refusals import ApiError, describe_validation, model_errors
+from schemas.api import ErrorBody, ErrorDetail
+from schemas.errors import BrokerUnavailable, ModelUnavailable
+
+
+def error_response(
+    status: int, detail: ErrorDetail, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The JSON response of an error."""
+    body = ErrorBody(error=detail).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+OPENAI_PREFIXES = ("/v1/files", "/v1/batches")
+
+
+def _status_for(request: Request, status: int) -> int:
+    # OpenAI answers every invalid parameter with 400, and its SDK maps 400 to BadRequestError;
+    # the spec route keeps 422 for a well-formed body with a bad field.
+    path = request.url.path
+    if status == 422 and (path in OPENAI_PATHS or path.startswith(OPENAI_PREFIXES)):
+        return 400
+    return status
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer every error in the ErrorBody shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(_status_for(request, exc.status), exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, detail = describe_validation(exc.errors())
+        return error_response(_status_for(request, status), detail)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (bad UTF-8)
+            detail = ErrorDetail(
+                type="invalid_request_error",
+                code="invalid_json",
+                message=f"the body is not valid UTF-8 JSON ({exc.detail})",
+            )
+            return error_response(400, detail)
+        detail = ErrorDetail(type="http_error", code=str(exc.status_code), message=str(exc.detail))
+        return error_response(exc.status_code, detail, dict(exc.headers or {}))
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _broker(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        detail = ErrorDetail(type="service_unavailable", code="kafka_unavailable", message=str(exc))
+        return error_response(503, detail, {"Retry-After": "5"})
+
+    @app.exception_handler(ModelUnavailable)
+    async def _model(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        api = model_errors([exc])
+        return error_response(api.status, api.detail, api.headers)

@@ -1,0 +1,204 @@
+"""The gateway: one front-end instance's clients and the steps every route takes.
+
+Admission (``check_room``, ``check_models``), the tasks of a request (``tasks_for``), publishing
+and waiting (``run``), cancellation, and the log line and metrics of each answer. The routes in
+``producer.frontend.routes`` are thin over it; ``producer.frontend.relay`` streams through it.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+
+from aiokafka.errors import KafkaError
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+
+from producer.frontend.auth import KeyChecker
+from producer.frontend.deltas import StreamRouter
+from producer.frontend.liveness import Liveness
+from producer.frontend.replies import ReplyRouter
+from producer.jobs.batch.service import BatchService
+from producer.publisher import Publisher
+from producer.refusals import ApiError, model_errors
+from schemas import logs
+from schemas.api import ErrorDetail
+from schemas.errors import ConfigError, ModelError, ModelUnavailable
+from schemas.kafka import ensure_topics
+from schemas.metrics import FrontendMetrics
+from schemas.registry import ModelSpec, Registry
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import ChatMessage, ResultMessage, Sampling, TaskMessage
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One front-end instance: its clients, key checker and metrics, and the request steps."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, metrics_registry: CollectorRegistry
+    ) -> None:
+        if not settings.api_keys:
+            raise ConfigError("KC_API_KEYS is empty: set at least one API key (comma-separated)")
+        self.settings = settings
+        self.registry = registry
+        self.metrics_registry = metrics_registry
+        self.metrics = FrontendMetrics.create(metrics_registry)
+        self.keys = KeyChecker(settings.api_keys)
+        self.publisher = Publisher(settings, "kc-frontend", linger_ms=0)
+        self.replies = ReplyRouter(settings, self.metrics)
+        configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
+        self.liveness = Liveness(settings, configured)
+        self.streams = StreamRouter(settings, settings.reply_partition, self.replies.deliver_early)
+        self.batches = BatchService(settings, registry)
+        self.in_flight = 0
+        self.started = int(time.time())  # `created` of the models in GET /v1/models
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Create the shared topics, connect, assign the reply partition, read liveness."""
+        await ensure_topics(self.settings, [])
+        await self.publisher.start()
+        topics = Topics(self.settings.topic_prefix)
+        await self.replies.start(await self.publisher.partitions(topics.results))
+        await self.streams.start()
+        await self.liveness.start()
+        await self.batches.start()
+
+    async def stop(self) -> None:
+        """Disconnect everything."""
+        await self.batches.stop()
+        await self.liveness.stop()
+        await self.streams.stop()
+        await self.replies.stop()
+        await self.publisher.stop()
+
+    @property
+    def ready(self) -> bool:
+        """Ready once the reply partition is assigned and liveness has been read."""
+        return self.replies.ready and self.liveness.ready and self.batches.book.ready
+
+    def tasks_for(
+        self,
+        request_id: uuid.UUID,
+        models: list[str],
+        sampling: Sampling,
+        key_id: str,
+        *,
+        prompts: list[str] | None = None,
+        messages: tuple[ChatMessage, ...] | None = None,
+        stream: bool = False,
+    ) -> list[TaskMessage]:
+        """One task per entry of ``models`` (choice index = position), due at the deadline.
+
+        ``prompts``, when given, is parallel to ``models``; a chat request gives ``messages``.
+        """
+        logs.request_id.set(str(request_id))
+        now = time.time()
+        texts = prompts or [""] * len(models)
+        return [
+            TaskMessage(
+                request_id=str(request_id),
+                choice_index=i,
+                model=model,
+                prompt=texts[i],
+                messages=messages,
+                stream=stream,
+                sampling=sampling,
+                enqueued_at=now,
+                deadline=now + self.settings.request_timeout_s,
+                reply_partition=self.replies.partition,
+                key_id=key_id,
+            )
+            for i, model in enumerate(models)
+        ]
+
+    async def run(self, tasks: list[TaskMessage]) -> dict[int, ResultMessage]:
+        """Publish the tasks of one request and wait for their results until the deadline."""
+        request_id = tasks[0].request_id
+        pending = self.replies.expect(request_id, len(tasks))
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            # One deadline for both steps: a broker that is down answers 503 by it, not later.
+            deadline = tasks[0].deadline or time.time() + self.settings.request_timeout_s
+            await self.publisher.publish(tasks, timeout_s=deadline - time.time())
+            return await pending.wait(max(0.0, deadline - time.time()))
+        finally:
+            self.replies.forget(request_id)
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    def cancel_later(self, request_id: str) -> None:
+        """Publish a cancellation without making the caller (who left) wait for it."""
+        task = asyncio.create_task(self._cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, request_id: str) -> None:
+        try:
+            await self.publisher.cancel(request_id)
+        except KafkaError as exc:
+            log.warning("could not publish the cancellation of %s: %r", request_id, exc)
+
+    def observe(self, models: list[str], status: int, elapsed_s: float) -> None:
+        """Log and count one answered request."""
+        names = ",".join(models)
+        log.info(
+            "completion answered %d in %.0f ms (%s)",
+            status,
+            elapsed_s * 1000,
+            names,
+            extra={"status": status, "model": names},
+        )
+        for model in set(models):
+            self.metrics.latency.labels(model).observe(elapsed_s)
+            if status == 504:
+                self.metrics.timeouts.labels(model).inc()
+
+    def label(self, request: Request, models: list[str]) -> None:
+        """Name the request's models for the request counter (see ``producer.frontend.guard``)."""
+        # Only registry names become label values: a caller inventing model names must not
+        # grow the metric without bound.
+        request.state.models = sorted({m if m in self.registry else "unknown" for m in models})
+
+    def check_room(self) -> None:
+        """Refuse a request past KC_MAX_IN_FLIGHT with 429 and Retry-After."""
+        # Bounded in-flight requests keep memory bounded under a burst: past the limit callers
+        # are told to come back, instead of queueing without end.
+        if self.in_flight < self.settings.max_in_flight:
+            return
+        self.metrics.rejected.labels("overloaded").inc()
+        detail = ErrorDetail(
+            type="rate_limit_error",
+            code="overloaded",
+            message=f"{self.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
+            f"{self.settings.max_in_flight}); retry after a second",
+        )
+        raise ApiError(429, detail, {"Retry-After": "1"})
+
+    def check_models(self, names: list[str]) -> list[ModelSpec]:
+        """The specs of the requested models, or one error naming every one that cannot serve."""
+        problems: list[ModelError] = []
+        specs = []
+        for name in dict.fromkeys(names):
+            try:
+                spec = self.registry.get(name)
+            except ModelError as exc:
+                problems.append(exc)
+                continue
+            reason = spec.unavailable_reason(self.settings)
+            if reason is None and self.liveness.members(name) == 0:
+                reason = (
+                    "no live worker serves it (start one: kafka-completions worker --model "
+                    + name
+                    + ")"
+                )
+            if reason:
+                problems.append(ModelUnavailable(name, reason))
+            specs.append(spec)
+        if problems:
+            raise model_errors(problems)
+        return specs

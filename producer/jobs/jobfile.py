@@ -1,0 +1,188 @@
+"""A bulk job file: JSON Lines, each a ``/v1/completion`` body plus a ``custom_id``.
+
+Every line is checked before anything is published, with the same ranges as the HTTP API, and
+each problem names its line number (1-based; blank lines are skipped but still counted). A
+line's models must be in the registry, listed once each (a job answers one line per
+(``custom_id``, model)), and within the model's stop-sequence limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from producer.refusals import describe_validation
+from schemas.api import CompletionRequest
+from schemas.errors import KCError, ModelError
+from schemas.registry import Registry
+
+MAX_CUSTOM_ID_CHARS = 256
+# Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
+# job always gets the same id, which is what makes resubmission and collection idempotent.
+_REQUEST_ID_NAMESPACE = uuid.UUID("6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10")
+
+
+class JobError(KCError):
+    """A bulk job cannot be submitted or collected as asked (a KCError: the CLI exits 2)."""
+
+
+class JobFileInvalid(JobError):
+    """A job file has invalid lines; nothing was published."""
+
+    def __init__(self, problems: list[LineProblem]) -> None:
+        listed = "\n".join(f"  {p}" for p in problems)
+        super().__init__(
+            f"the job file has {len(problems)} invalid line(s); nothing was published "
+            f"(fix them, or --skip-invalid to publish the rest):\n{listed}"
+        )
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class JobLine:
+    """One valid line of a job file."""
+
+    number: int
+    custom_id: str
+    request: CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    """Why one line of a job file cannot be published."""
+
+    number: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.number}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobFile:
+    """The valid lines of a job file, and the problems of the others."""
+
+    lines: list[JobLine]
+    problems: list[LineProblem]
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of the valid content: a resubmission is recognised by it."""
+        h = hashlib.sha256()
+        for line in self.lines:
+            h.update(line.custom_id.encode() + b"\0")
+            h.update(line.request.model_dump_json().encode() + b"\n")
+        return h.hexdigest()
+
+    @property
+    def tasks(self) -> int:
+        """How many (custom_id, model) tasks the valid lines make."""
+        return sum(len(line.request.models) for line in self.lines)
+
+
+def request_id(job_id: str, custom_id: str, model: str) -> str:
+    """The deterministic request id of one (job, custom_id, model) task."""
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{job_id}\n{custom_id}\n{model}"))
+
+
+def default_job_id(data: bytes) -> str:
+    """The job id of a file submitted without ``--job``: derived from its bytes."""
+    return "job-" + hashlib.sha256(data).hexdigest()[:16]
+
+
+def parse_job_file(raw_lines: Iterable[str], registry: Registry) -> JobFile:
+    """Check every line; the valid ones and each problem with its line number."""
+    lines: list[JobLine] = []
+    problems: list[LineProblem] = []
+    ids = UniqueIds("job")
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = _parse_line(number, raw, registry)
+        except _BadLine as exc:
+            problems.append(LineProblem(number, str(exc)))
+            continue
+        if (repeated := ids.problem(number, line.custom_id)) is not None:
+            problems.append(repeated)
+            continue
+        lines.append(line)
+    return JobFile(lines, problems)
+
+
+class UniqueIds:
+    """Refuses a custom_id already used by an earlier line of the same file."""
+
+    def __init__(self, scope: str) -> None:
+        self._scope = scope
+        self._first: dict[str, int] = {}
+
+    def problem(self, number: int, custom_id: str) -> LineProblem | None:
+        """The problem of line ``number`` when its custom_id was seen before, else None."""
+        first = self._first.setdefault(custom_id, number)
+        if first == number:
+            return None
+        return LineProblem(
+            number,
+            f"custom_id {custom_id!r} is already used by line {first}; "
+            f"custom_id must be unique within a {self._scope}",
+        )
+
+
+class _BadLine(Exception):
+    pass
+
+
+def _parse_line(number: int, raw: str, registry: Registry) -> JobLine:
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(body, dict):
+        raise _BadLine(f"must be a JSON object, got {type(body).__name__}")
+    custom_id = body.pop("custom_id", None)
+    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+        raise _BadLine(
+            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
+            f"characters (got {custom_id!r})"
+        )
+    request = _request(body)
+    _check_models(request, registry)
+    return JobLine(number, custom_id, request)
+
+
+def _request(body: dict[str, Any]) -> CompletionRequest:
+    try:
+        return CompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        # The HTTP API's wording, so a job file and a request are refused the same way.
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        _, detail = describe_validation(errors)
+        raise _BadLine(detail.message) from exc
+
+
+def _check_models(request: CompletionRequest, registry: Registry) -> None:
+    models = request.models
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise _BadLine(
+            f"model: {', '.join(repeated)} listed more than once; a job answers each "
+            "(custom_id, model) once (use another custom_id for another sample)"
+        )
+    for name in models:
+        try:
+            spec = registry.get(name)
+        except ModelError as exc:
+            raise _BadLine(f"model: {exc}") from exc
+        stops = len(request.stop or ())
+        if stops > spec.max_stop_sequences:
+            raise _BadLine(
+                f"stop: {name} accepts at most {spec.max_stop_sequences} stop sequences "
+                f"(got {stops})"
+            )

@@ -1,0 +1,41 @@
+"""The OpenAPI schema declares every answer a route gives (Schemathesis checks it live)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr
+
+from producer.frontend.app import create_app
+from schemas.registry import load_registry
+from schemas.settings import Settings
+
+
+def _schema() -> dict[str, Any]:
+    app = create_app(Settings(api_keys=(SecretStr("k"),)), load_registry())
+    return app.openapi()
+
+
+def test_every_v1_route_declares_401_and_errors_as_error_bodies() -> None:
+    schema = _schema()
+    assert "ErrorBody" in schema["components"]["schemas"], "the error answers refer to it"
+    paths = schema["paths"]
+    v1 = [(p, op) for p, item in paths.items() if p.startswith("/v1/") for op in item.values()]
+    assert v1
+    for path, op in v1:
+        assert "401" in op["responses"], path
+        for status, answer in op["responses"].items():
+            if status.startswith(("4", "5")):
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
+
+
+def test_post_routes_declare_the_refusals_with_retry_after() -> None:
+    op = _schema()["paths"]["/v1/completion"]["post"]
+    assert {"400", "413", "415", "422", "429", "503", "504"} <= set(op["responses"])
+    assert "Retry-After" in op["responses"]["429"]["headers"]
+
+
+def test_metrics_are_text() -> None:
+    op = _schema()["paths"]["/metrics"]["get"]
+    assert "text/plain" in op["responses"]["200"]["content"]
