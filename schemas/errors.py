@@ -7,8 +7,12 @@
     ├── ModelError           a model cannot serve a request
     │   ├── UnknownModel     the name is not in the registry (a client mistake)
     │   └── ModelUnavailable known, but not configured or without a live worker
-    └── JobError             a bulk job cannot be submitted or collected (producer/jobs/jobfile.py)
-        └── JobFileInvalid   a job file has invalid lines; nothing was published
+    ├── JobError             a bulk job cannot be submitted or collected (producer/jobs/jobfile.py)
+    │   └── JobFileInvalid   a job file has invalid lines; nothing was published
+    └── BatchError           a Batch API file or batch request cannot be served (producer/batch)
+        ├── NotFound         no such file or batch for this API key (HTTP 404)
+        ├── Refused          the request or the file is invalid, with every reason (HTTP 400)
+        └── Conflict         the batch is past the state the request needs (HTTP 409)
 
 Third-party errors are translated where they are caught, with ``raise ... from exc``.
 """
@@ -47,3 +51,23 @@ class UnknownModel(ModelError):
 
 class ModelUnavailable(ModelError):
     """The model is known but not configured, or no live worker serves it."""
+
+
+class BatchError(KCError):
+    """A Batch API request cannot be served; ``param`` names the field when one is at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class NotFound(BatchError):
+    """No such file or batch for this API key (another key's objects are not found either)."""
+
+
+class Refused(BatchError):
+    """The request or its file is invalid; the message gives every reason (and line)."""
+
+
+class Conflict(BatchError):
+    """The batch is past the state the request needs (e.g. cancelling a completed batch)."""

@@ -23,6 +23,7 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
+_COMPACT = {"cleanup.policy": "compact"}
 
 
 def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
@@ -33,7 +34,11 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
         NewTopic(topics.stream, settings.results_partitions, 1),
         NewTopic(topics.cancel, 1, 1, topic_configs={"retention.ms": "3600000"}),
         NewTopic(topics.dlq, 1, 1),
-        NewTopic(topics.jobs, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(topics.jobs, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.files, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.file_chunks, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.batches, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.batch_cancels, 1, 1, topic_configs=_COMPACT),
     ]
     for model in models:
         layout.append(NewTopic(topics.requests(model), settings.request_partitions, 1))
@@ -41,14 +46,22 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
     return layout
 
 
-async def ensure_topics(settings: Settings, models: Iterable[str]) -> None:
-    """Create the missing topics; existing ones are left as they are."""
+def batch_results_topic(settings: Settings, batch_id: str, retention_s: int) -> NewTopic:
+    """One batch's results topic: one partition, kept as long as its output is served."""
+    name = Topics(settings.topic_prefix).batch_results(batch_id)
+    return NewTopic(name, 1, 1, topic_configs={"retention.ms": str(retention_s * 1000)})
+
+
+async def ensure_topics(
+    settings: Settings, models: Iterable[str], extra: Iterable[NewTopic] = ()
+) -> None:
+    """Create the missing topics (the service's, then ``extra``); existing ones are kept."""
     # First: a wrong CA or password would otherwise surface as aiokafka's errors and retries.
     await check_credentials(settings)
     admin = clients.admin(settings, "kc-admin")
     try:
         await admin.start()
-        layout = topic_layout(settings, models)
+        layout = topic_layout(settings, models) + list(extra)
         response = await admin.create_topics(layout)
         created = {name for name, code, *_ in response.topic_errors if code == 0}
         await _wait_until_served(settings, [t for t in layout if t.name in created])
@@ -83,13 +96,20 @@ async def _wait_until_served(settings: Settings, topics: list[NewTopic]) -> None
 
 
 async def tail(
-    settings: Settings, client_id: str, *tps: TopicPartition, committed_only: bool = False
+    settings: Settings,
+    client_id: str,
+    *tps: TopicPartition,
+    committed_only: bool = False,
+    from_start: bool = False,
 ) -> AIOKafkaConsumer:
-    """A started consumer assigned (no group) to ``tps``, positioned at their ends."""
+    """A started consumer assigned (no group) to ``tps``, at their ends (or beginnings)."""
     consumer = clients.consumer(settings, client_id, committed_only=committed_only)
     await consumer.start()
     consumer.assign(list(tps))
-    await consumer.seek_to_end(*tps)
+    if from_start:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        await consumer.seek_to_end(*tps)
     for tp in tps:
         await consumer.position(tp)  # resolves the end now, before anything is awaited on it
     return consumer
@@ -128,10 +148,13 @@ class Tail:
         handle: Callable[[Record], None],
         *tps: TopicPartition,
         committed_only: bool = False,
+        from_start: bool = False,
     ) -> None:
-        """Assign ``tps``, position at their ends and start handing records to ``handle``."""
+        """Assign ``tps``, position at their ends (or beginnings), hand records to ``handle``."""
         # Made here, not in __init__: aiokafka clients bind to the running loop.
-        consumer = await tail(settings, client_id, *tps, committed_only=committed_only)
+        consumer = await tail(
+            settings, client_id, *tps, committed_only=committed_only, from_start=from_start
+        )
         self._consumer = consumer
         self._task = asyncio.create_task(
             consume_forever(consumer, handle, client_id), name=client_id

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_in_flight: Annotated[int, Field(ge=1)] = 4096
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
 
+    batch_max_lines: Annotated[int, Field(ge=1)] = 50_000
+    batch_max_bytes: Annotated[int, Field(ge=1024)] = 200 * 1024 * 1024
+    # What the only completion window, "24h", stands for; shorter only to test expiry.
+    batch_window_s: Annotated[float, Field(gt=0, le=86400)] = 86400.0
+    batch_output_expires_s: Annotated[int, Field(ge=3600, le=30 * 86400)] = 30 * 86400
+
     registry_path: Path | None = None
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"

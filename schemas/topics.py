@@ -11,6 +11,11 @@ JOBS = "completions.jobs"
 STREAM = "completions.stream"
 CANCEL = "completions.cancel"
 BULK_SUFFIX = ".bulk"
+FILES = "completions.files"
+FILE_CHUNKS = "completions.file-chunks"
+BATCHES = "completions.batches"
+BATCH_CANCELS = "completions.batch-cancels"
+BATCH_RESULTS = "completions.batch."
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,34 @@ class Topics:
     def jobs(self) -> str:
         """Compacted topic of bulk job manifests."""
         return f"{self.prefix}{JOBS}"
+
+    @property
+    def files(self) -> str:
+        """Compacted topic of uploaded files' metadata, keyed by file id."""
+        return f"{self.prefix}{FILES}"
+
+    @property
+    def file_chunks(self) -> str:
+        """Compacted topic of file content, in chunks under the broker's message size."""
+        return f"{self.prefix}{FILE_CHUNKS}"
+
+    @property
+    def batches(self) -> str:
+        """Compacted topic of batch state, keyed by batch id (one materialiser per front end)."""
+        return f"{self.prefix}{BATCHES}"
+
+    @property
+    def batch_cancels(self) -> str:
+        """Compacted topic of cancelled batches; every worker reads it whole."""
+        return f"{self.prefix}{BATCH_CANCELS}"
+
+    def batch_results(self, batch_id: str) -> str:
+        """The results of one batch's lines (one partition): what its output is read from."""
+        return f"{self.prefix}{BATCH_RESULTS}{batch_id}"
+
+    def is_batch_results(self, topic: str) -> bool:
+        """Whether ``topic`` is a batch results topic of this deployment."""
+        return topic.startswith(f"{self.prefix}{BATCH_RESULTS}")
 
     def worker_group(self, model: str) -> str:
         """The consumer group of the workers of one model."""

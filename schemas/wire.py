@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.api import CompletionRequest
 from schemas.errors import WireError
+from schemas.openai import ChatCompletionsRequest, CompletionsRequest
 
 WIRE_VERSION: Literal[1] = 1
 DLQ_REASON = "kc-dlq-reason"
@@ -24,6 +25,7 @@ KIND = "kc-kind"
 KIND_RESULT = b"result"
 
 Lane = Literal["interactive", "bulk"]
+OpenAIBody = CompletionsRequest | ChatCompletionsRequest
 M = TypeVar("M", bound=BaseModel)
 ErrorCode = Literal[
     "deadline_exceeded",
@@ -63,6 +65,19 @@ class Sampling(BaseModel):
             frequency_penalty=body.frequency_penalty,
         )
 
+    @classmethod
+    def of_openai(cls, body: OpenAIBody, max_tokens: int) -> Sampling:
+        """The generation parameters of an OpenAI completions or chat body."""
+        return cls(
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stops,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            seed=body.seed,
+        )
+
 
 class ChatMessage(BaseModel):
     """One message of a chat conversation."""
@@ -93,6 +108,10 @@ class TaskMessage(BaseModel):
     lane: Lane = "interactive"
     job_id: str | None = None
     custom_id: str | None = None
+    # A batch line's task: its result goes to the batch's own results topic, and the line
+    # is answered once all of its ``line_tasks`` tasks (choices) are.
+    results_topic: str | None = None
+    line_tasks: Annotated[int, Field(ge=1)] | None = None
 
 
 class ChoiceResult(BaseModel):
@@ -131,6 +150,7 @@ class ResultMessage(BaseModel):
     error: TaskError | None = None
     job_id: str | None = None
     custom_id: str | None = None
+    line_tasks: int | None = None
     queued_ms: int = 0
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ loop (``worker.loop``) acts on these decisions; keeping them pure lets a unit te
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from schemas.errors import WireError
@@ -20,7 +21,7 @@ EXPIRED = Failure("deadline_exceeded", "the deadline passed before work began")
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """A task whose deadline passed before work began: it is answered, never run."""
+    """A task not worth running (its deadline passed, its batch was cancelled): answered."""
 
     task: Task
     failure: Failure = EXPIRED
@@ -40,18 +41,32 @@ class Fetched:
 Admission = Task | Expired | DeadLetter
 
 
-def admit(record: Fetched, model: str, now: float) -> Admission:
-    """The decision for one record fetched from a request topic of ``model`` at ``now``."""
+def admit(
+    record: Fetched,
+    model: str,
+    now: float,
+    cancelled: Container[str] = frozenset(),
+    is_batch_results: Callable[[str], bool] = lambda _topic: False,
+) -> Admission:
+    """The decision for one record fetched from a request topic of ``model`` at ``now``.
+
+    A task of a batch in ``cancelled`` is answered ``cancelled`` without running, as an
+    expired one is; a task may name only a batch's results topic as where its result goes.
+    """
     try:
         message = decode_task(record.value)
         if message.model != model:
             raise WireError(f"task for model {message.model!r} on a topic of {model!r}")
+        if message.results_topic and not is_batch_results(message.results_topic):
+            raise WireError(f"results_topic {message.results_topic!r} is not a batch's")
     except WireError as exc:
         source = f"{record.topic}:{record.partition}:{record.offset}"
         return DeadLetter(str(exc), source, record.key, record.value)
     task = Task(message, record.topic, record.partition, record.offset, now)
     if message.deadline is not None and message.deadline < now:
         return Expired(task)
+    if message.job_id is not None and message.job_id in cancelled:
+        return Expired(task, Failure("cancelled", f"batch {message.job_id} was cancelled"))
     return task
 
 

@@ -34,6 +34,7 @@ from schemas.topics import Topics
 from schemas.wire import ResultMessage
 from worker.admission import Expired, Fetched, admit, replies_early
 from worker.backend import Backend
+from worker.cancellations import CancelledBatches
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
 from worker.publish import publish, result_message
@@ -71,12 +72,14 @@ class ModelWorker:
         self._settled = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
         self._streamer = Streamer(settings, f"kc-worker-stream-{worker_id}")
+        self._cancelled = CancelledBatches()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
         producer, consumer = self._clients()
         await producer.start()
         await self._streamer.start()
+        await self._cancelled.start(self._settings, f"kc-worker-batch-cancels-{self._worker_id}")
         flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
         cancels = asyncio.create_task(watch_cancellations(self._settings, self._backend.cancel))
         lag: asyncio.Task[None] | None = None
@@ -102,6 +105,7 @@ class ModelWorker:
             await consumer.stop()
             await producer.stop()
             await self._streamer.stop()
+            await self._cancelled.stop()
 
     def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
         """The transactional producer of results and the group member reading tasks."""
@@ -165,7 +169,13 @@ class ModelWorker:
         where = (tp.topic, tp.partition)
         self._ledger.take(where, record.offset)
         fetched = Fetched(tp.topic, tp.partition, record.offset, record.key, record.value)
-        decision = admit(fetched, self._spec.name, time.time())
+        decision = admit(
+            fetched,
+            self._spec.name,
+            time.time(),
+            self._cancelled,
+            self._topics.is_batch_results,
+        )
         if isinstance(decision, DeadLetter):
             self._decide(where, record.offset, decision)
             return None

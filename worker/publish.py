@@ -33,7 +33,12 @@ async def publish(producer: AIOKafkaProducer, topics: Topics, ready: list[Ready]
             partition = reply if reply in results_partitions else None
             value = encode(result)
             key = task.message.request_id.encode()
-            sends.append(await producer.send(topics.results, value, key, partition=partition))
+            # A batch line's result goes to its batch's own topic (checked at admission).
+            if task.message.results_topic:
+                topic, partition = task.message.results_topic, None
+            else:
+                topic = topics.results
+            sends.append(await producer.send(topic, value, key, partition=partition))
     await asyncio.gather(*sends)
 
 
@@ -47,6 +52,7 @@ def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessag
         "worker_id": worker_id,
         "job_id": msg.job_id,
         "custom_id": msg.custom_id,
+        "line_tasks": msg.line_tasks,
         "queued_ms": max(0, int((task.received_at - msg.enqueued_at) * 1000)),
     }
     if isinstance(outcome, Completion):

@@ -4,6 +4,9 @@ submit FILE.jsonl [--job ID] [--skip-invalid] [--retry-failed] [--deadline-s S]
 collect --job ID -o OUT.jsonl [--timeout S]
 jobs status ID | jobs list
 
+A batch file (OpenAI's format) and a batch id (``batch_...``) go to ``producer/cli/batches.py``:
+the CLI and the HTTP Batch API work on the same batches.
+
 Exit codes: 0 done; 1 ``collect`` stopped at ``--timeout`` with tasks missing; 2 a refusal
 (an invalid file, an unknown job, Kafka unreachable), with the reason on stderr.
 """
@@ -18,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import producer.cli.batches as batches_cli
 from producer import jobs
+from producer.jobs.batch.session import is_batch_file
 from schemas.settings import Settings
 
 SettingsOf = Callable[[argparse.Namespace], Settings]
@@ -47,6 +52,8 @@ def add_job_commands(sub: Any, settings_of: SettingsOf) -> None:
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    if args.file.is_file() and is_batch_file(args.file):
+        return batches_cli.submit(args, settings)
     report = asyncio.run(
         jobs.submit(
             settings,
@@ -65,6 +72,8 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _collect(args: argparse.Namespace, settings: Settings) -> int:
+    if batches_cli.is_batch_id(args.job):
+        return batches_cli.collect(args, settings)
     report = asyncio.run(
         jobs.collect(
             settings,
@@ -92,9 +101,14 @@ def _jobs(args: argparse.Namespace, settings: Settings) -> int:
         if not args.job_id:
             print("jobs status: name the job id", file=sys.stderr)
             return 2
+        if batches_cli.is_batch_id(args.job_id):
+            return batches_cli.status(settings, args.job_id)
         print(asyncio.run(jobs.job_status(settings, args.job_id)))
         return 0
-    for status in asyncio.run(jobs.list_jobs(settings)):
-        when = datetime.fromtimestamp(status.manifest.submitted_at, UTC).isoformat(timespec="s")
-        print(f"{when}  {status}")
+    listed = [
+        (s.manifest.submitted_at, str(s)) for s in asyncio.run(jobs.list_jobs(settings))
+    ] + batches_cli.listing(settings)
+    for at, line in sorted(listed):
+        # "seconds": "s" is no timespec of isoformat (it raised ValueError: Unknown timespec).
+        print(f"{datetime.fromtimestamp(at, UTC).isoformat(timespec='seconds')}  {line}")
     return 0

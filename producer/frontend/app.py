@@ -16,7 +16,7 @@ from producer.frontend.errors import install_handlers
 from producer.frontend.gateway import Gateway
 from producer.frontend.guard import Guard
 from producer.frontend.responses import declare_responses
-from producer.frontend.routes import completion, openai, ops
+from producer.frontend.routes import batches, completion, files, openai, ops
 from schemas.registry import Registry
 from schemas.settings import Settings
 
@@ -37,10 +37,16 @@ def create_app(
 
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
-    app.add_middleware(Guard, metrics=front.metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Guard,
+        metrics=front.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        # An upload carries a whole batch file, plus the multipart framing.
+        max_upload_bytes=settings.batch_max_bytes + 64 * 1024,
+    )
     install_handlers(app)
     authenticated = bearer_key(front.keys)
-    for family in (completion, ops, openai):
+    for family in (completion, ops, openai, files, batches):
         routes = family.router(front, authenticated)
         declare_responses(routes)
         app.include_router(routes)

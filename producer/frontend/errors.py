@@ -26,12 +26,14 @@ def error_response(
 
 
 OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+OPENAI_PREFIXES = ("/v1/files", "/v1/batches")
 
 
 def _status_for(request: Request, status: int) -> int:
     # OpenAI answers every invalid parameter with 400, and its SDK maps 400 to BadRequestError;
     # the spec route keeps 422 for a well-formed body with a bad field.
-    if status == 422 and request.url.path in OPENAI_PATHS:
+    path = request.url.path
+    if status == 422 and (path in OPENAI_PATHS or path.startswith(OPENAI_PREFIXES)):
         return 400
     return status
 

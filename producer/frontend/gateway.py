@@ -18,6 +18,7 @@ from producer.frontend.auth import KeyChecker
 from producer.frontend.deltas import StreamRouter
 from producer.frontend.liveness import Liveness
 from producer.frontend.replies import ReplyRouter
+from producer.jobs.batch.service import BatchService
 from producer.publisher import Publisher
 from producer.refusals import ApiError, model_errors
 from schemas import logs
@@ -51,6 +52,7 @@ class Gateway:
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
         self.liveness = Liveness(settings, configured)
         self.streams = StreamRouter(settings, settings.reply_partition, self.replies.deliver_early)
+        self.batches = BatchService(settings, registry)
         self.in_flight = 0
         self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
@@ -63,9 +65,11 @@ class Gateway:
         await self.replies.start(await self.publisher.partitions(topics.results))
         await self.streams.start()
         await self.liveness.start()
+        await self.batches.start()
 
     async def stop(self) -> None:
         """Disconnect everything."""
+        await self.batches.stop()
         await self.liveness.stop()
         await self.streams.stop()
         await self.replies.stop()
@@ -74,7 +78,7 @@ class Gateway:
     @property
     def ready(self) -> bool:
         """Ready once the reply partition is assigned and liveness has been read."""
-        return self.replies.ready and self.liveness.ready
+        return self.replies.ready and self.liveness.ready and self.batches.book.ready
 
     def tasks_for(
         self,

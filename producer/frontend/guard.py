@@ -18,14 +18,23 @@ from producer.frontend.errors import error_response
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
 
+UPLOAD_PATH = "/v1/files"  # the one route whose body is multipart (a batch file upload)
+
 
 class Guard:
     """Checks the media type and size of POST bodies and counts every HTTP answer."""
 
-    def __init__(self, app: ASGIApp, metrics: FrontendMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: FrontendMetrics,
+        max_body_bytes: int,
+        max_upload_bytes: int | None = None,
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._limit = max_body_bytes
+        self._upload_limit = max_upload_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,28 +70,34 @@ class Guard:
             return None, receive  # no body expected: the router answers (404, 405 with Allow)
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if media != "application/json":
+        upload = scope["path"] == UPLOAD_PATH
+        expected = "multipart/form-data" if upload else "application/json"
+        limit, setting = (
+            (self._upload_limit, "KC_BATCH_MAX_BYTES")
+            if upload
+            else (self._limit, "KC_MAX_BODY_BYTES")
+        )
+        if media != expected:
             detail = ErrorDetail(
                 type="invalid_request_error",
                 code="unsupported_media_type",
                 param="content-type",
                 value=media or None,
-                message=f"send the body as application/json (got {media!r})",
+                message=f"send the body as {expected} (got {media!r})",
             )
             return error_response(415, detail), receive
         declared = headers.get(b"content-length", b"")
         if declared.isdigit():
             size = int(declared)
         else:  # chunked: read it (up to just past the limit) and hand it on
-            size, receive = await _buffer(receive, self._limit)
-        if size <= self._limit:
+            size, receive = await _buffer(receive, limit)
+        if size <= limit:
             return None, receive
         detail = ErrorDetail(
             type="invalid_request_error",
             code="body_too_large",
             value=size,
-            message=f"the body is {size} bytes; the limit is {self._limit} bytes "
-            "(KC_MAX_BODY_BYTES)",
+            message=f"the body is {size} bytes; the limit is {limit} bytes ({setting})",
         )
         return error_response(413, detail), receive
 

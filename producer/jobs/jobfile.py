@@ -100,7 +100,7 @@ def parse_job_file(raw_lines: Iterable[str], registry: Registry) -> JobFile:
     """Check every line; the valid ones and each problem with its line number."""
     lines: list[JobLine] = []
     problems: list[LineProblem] = []
-    first_seen: dict[str, int] = {}
+    ids = UniqueIds("job")
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
@@ -109,16 +109,30 @@ def parse_job_file(raw_lines: Iterable[str], registry: Registry) -> JobFile:
         except _BadLine as exc:
             problems.append(LineProblem(number, str(exc)))
             continue
-        if line.custom_id in first_seen:
-            reason = (
-                f"custom_id {line.custom_id!r} is already used by line "
-                f"{first_seen[line.custom_id]}; custom_id must be unique within a job"
-            )
-            problems.append(LineProblem(number, reason))
+        if (repeated := ids.problem(number, line.custom_id)) is not None:
+            problems.append(repeated)
             continue
-        first_seen[line.custom_id] = number
         lines.append(line)
     return JobFile(lines, problems)
+
+
+class UniqueIds:
+    """Refuses a custom_id already used by an earlier line of the same file."""
+
+    def __init__(self, scope: str) -> None:
+        self._scope = scope
+        self._first: dict[str, int] = {}
+
+    def problem(self, number: int, custom_id: str) -> LineProblem | None:
+        """The problem of line ``number`` when its custom_id was seen before, else None."""
+        first = self._first.setdefault(custom_id, number)
+        if first == number:
+            return None
+        return LineProblem(
+            number,
+            f"custom_id {custom_id!r} is already used by line {first}; "
+            f"custom_id must be unique within a {self._scope}",
+        )
 
 
 class _BadLine(Exception):

@@ -13,19 +13,16 @@ import asyncio
 import collections
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from devstack.broker import LocalBroker
-from devstack.process import free_port
 from pydantic import SecretStr
 
 from schemas.settings import Settings
 from tests.conftest import API_KEY, cache_dir
 from tests.integration.harness import LOCAL, front_end, process_env, spec_body, wait_live
-from tests.kafka_fixture import jar_cache_dir
 from tests.reliability.support import await_results, bulk_tasks, new_job_id, process, publish_tasks
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,16 +31,6 @@ DEADLINE_S = 15.0
 OUTAGE_S = 12.0
 # The answer comes at the deadline plus the time to assemble and send it.
 DEADLINE_SLACK_S = 3.0
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own on ports chosen once, so a restart keeps its address."""
-    broker = LocalBroker(
-        tmp_path / "broker", jar_cache_dir(), port=free_port(), controller_port=free_port()
-    )
-    with broker:
-        yield broker
 
 
 async def _caller(client: httpx.AsyncClient, stop: asyncio.Event) -> list[tuple[int, float]]:

@@ -108,15 +108,7 @@ def _plan(
     front.label(request, [body.model])
     front.check_room()
     specs = front.check_models([body.model])
-    sampling = Sampling(
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stops,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        seed=body.seed,
-    )
+    sampling = Sampling.of_openai(body, max_tokens)
     check_params(sampling, specs)
     count = len(prompts) if prompts is not None else body.n
     return front.tasks_for(

@@ -1,0 +1,52 @@
+"""``/v1/batches``: create, retrieve, list (``after``, ``limit``), cancel, in OpenAI's shapes.
+
+Statuses and counts come from the front end's batch book (``producer.jobs.batch.book``): a
+retrieve is a lookup, whatever else the topics retain.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from producer.frontend.auth import Auth
+from producer.frontend.routes.answers import HasBatches, answered, batch_object, page
+from schemas.batch import BatchCreate, BatchObject, ListPage
+
+
+def router(front: HasBatches, authenticated: Auth) -> APIRouter:
+    """The batches routes over the front end's batch service."""
+    routes = APIRouter()
+    service = front.batches
+
+    @routes.post("/v1/batches", response_model=BatchObject)
+    async def create_batch(
+        body: BatchCreate, key_id: Annotated[str, Depends(authenticated)]
+    ) -> BatchObject:
+        with answered():
+            return batch_object(service, await service.create(key_id, body))
+
+    @routes.get("/v1/batches/{batch_id}", response_model=BatchObject)
+    async def retrieve_batch(
+        batch_id: str, key_id: Annotated[str, Depends(authenticated)]
+    ) -> BatchObject:
+        with answered():
+            return batch_object(service, service.batch(key_id, batch_id))
+
+    @routes.get("/v1/batches", response_model=ListPage)
+    async def list_batches(
+        key_id: Annotated[str, Depends(authenticated)],
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> ListPage:
+        batches = service.batches_of(key_id)
+        objects = [batch_object(service, b) for b in batches]
+        return page(objects, [b.id for b in batches], after, limit)
+
+    @routes.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
+    async def cancel_batch(
+        batch_id: str, key_id: Annotated[str, Depends(authenticated)]
+    ) -> BatchObject:
+        with answered():
+            return batch_object(service, await service.cancel(key_id, batch_id))
+
+    return routes

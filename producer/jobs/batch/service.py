@@ -1,0 +1,322 @@
+"""The Batch API's operations on the job model: upload, read and delete files; create, read,
+list and cancel batches. HTTP routes and the CLI call these; nothing here knows of FastAPI.
+
+Creating a batch reads its input file (the cost of that file), validates every line against
+the batch's endpoint, creates the batch's results topic, writes the batch record
+(``validating``), publishes one task per choice to the bulk lanes (deadline: the completion
+window) and writes ``in_progress``. A refused file makes a ``failed`` batch whose ``errors``
+give each line's number and reason, and nothing is published. Objects belong to the API key
+(its key id) that created them: another key is told they do not exist.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from producer.jobs.batch.book import BatchBook
+from producer.jobs.batch.lines import BatchFile, BatchLine, parse_batch_file
+from producer.jobs.batch.output import Kind, render
+from producer.jobs.batch.store import FileStore
+from producer.jobs.jobfile import request_id
+from schemas import clients
+from schemas.batch import (
+    TERMINAL,
+    BatchCancel,
+    BatchCreate,
+    BatchErrorItem,
+    BatchErrors,
+    BatchRecord,
+    FileRecord,
+    RequestCounts,
+)
+from schemas.errors import BrokerUnavailable, Conflict, NotFound, Refused
+from schemas.kafka import batch_results_topic, ensure_topics
+from schemas.registry import Registry
+from schemas.settings import Settings
+from schemas.topics import Topics
+from schemas.wire import TaskMessage, encode
+
+_PROBLEMS_SHOWN = 50
+_LINGER_MS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class OutputView:
+    """An output or error file of a batch, as ``GET /v1/files`` shows it."""
+
+    batch: BatchRecord
+    kind: Kind
+    id: str
+    bytes: int
+
+
+class BatchService:
+    """Files and batches of every API key, on Kafka."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._topics = Topics(settings.topic_prefix)
+        self._producer: AIOKafkaProducer | None = None
+        self.book = BatchBook(settings, self._write)
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The started producer."""
+        if self._producer is None:
+            raise RuntimeError("BatchService.start() was not awaited")
+        return self._producer
+
+    async def start(self) -> None:
+        """Connect and start the book (the topics exist: the front end created them)."""
+        self._producer = clients.producer(
+            self.settings, "kc-batches", linger_ms=_LINGER_MS, max_request_size=1024 * 1024
+        )
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"cannot reach Kafka: {exc!r}") from exc
+        await self.book.start()
+
+    async def stop(self) -> None:
+        """Stop the book and flush the producer."""
+        await self.book.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    # Files
+
+    async def upload(self, key_id: str, filename: str, purpose: str, content: bytes) -> FileRecord:
+        """Validate and store an input file (``purpose`` must be ``batch``)."""
+        if purpose != "batch":
+            raise Refused(
+                f"purpose: only 'batch' files are accepted here (got {purpose!r})", "purpose"
+            )
+        if len(content) > self.settings.batch_max_bytes:
+            raise Refused(
+                f"file: {len(content)} bytes; the limit is {self.settings.batch_max_bytes} "
+                "(KC_BATCH_MAX_BYTES)",
+                "file",
+            )
+        parsed = parse_batch_file(content, self.registry, self.settings)
+        if parsed.problems:
+            raise Refused(_problems_text(parsed), "file")
+        record = FileRecord(
+            id=f"file-{uuid.uuid4().hex}",
+            key_id=key_id,
+            filename=filename,
+            purpose="batch",
+            bytes=len(content),
+            lines=len(parsed.lines),
+            created_at=int(time.time()),
+        )
+        stored = await FileStore(self.settings, self.producer).put(record, content)
+        self.book.files[stored.id] = stored
+        return stored
+
+    def input_file(self, key_id: str, file_id: str) -> FileRecord:
+        """An uploaded file of this key."""
+        record = self.book.files.get(file_id)
+        if record is None or record.key_id != key_id:
+            raise NotFound(f"no file {file_id!r} for this API key", "file_id")
+        return record
+
+    def output_file(self, key_id: str, file_id: str) -> OutputView:
+        """An output or error file of one of this key's batches (until it expires)."""
+        batch_id, _, kind = file_id.removeprefix("file-").rpartition("-")
+        batch = self.book.batches.get(batch_id)
+        if batch is None or batch.key_id != key_id or kind not in ("output", "errors"):
+            raise NotFound(f"no file {file_id!r} for this API key", "file_id")
+        out = batch.output if kind == "output" else batch.error_file
+        if out is None or out.id != file_id or time.time() > batch.output_expires_at:
+            raise NotFound(f"no file {file_id!r} for this API key (expired?)", "file_id")
+        return OutputView(batch, "output" if kind == "output" else "errors", file_id, out.bytes)
+
+    def files_of(self, key_id: str) -> list[FileRecord | OutputView]:
+        """Every file of this key: uploads and live batch outputs, newest first."""
+        mine: list[FileRecord | OutputView] = [
+            f for f in self.book.files.values() if f.key_id == key_id
+        ]
+        for batch in self.book.batches.values():
+            for out in (batch.output, batch.error_file):
+                if batch.key_id == key_id and out is not None:
+                    mine.append(self.output_file(key_id, out.id))
+        return sorted(mine, key=_created, reverse=True)
+
+    def file(self, key_id: str, file_id: str) -> FileRecord | OutputView:
+        """An upload or a batch output of this key."""
+        if file_id in self.book.files:
+            return self.input_file(key_id, file_id)
+        return self.output_file(key_id, file_id)
+
+    async def content(self, file: FileRecord | OutputView) -> AsyncIterator[bytes]:
+        """The bytes of a file, in pieces: an upload's chunks, or a batch output rendered."""
+        if isinstance(file, FileRecord):
+            yield await FileStore(self.settings, self.producer).read(file)
+            return
+        async for line in render(self.settings, file.batch, file.kind):
+            yield line
+
+    async def delete_file(self, key_id: str, file_id: str) -> None:
+        """Delete an uploaded file (its batches keep running: their tasks are on Kafka)."""
+        record = self.input_file(key_id, file_id)
+        await FileStore(self.settings, self.producer).delete(record)
+        self.book.files.pop(file_id, None)
+
+    # Batches
+
+    def batch(self, key_id: str, batch_id: str) -> BatchRecord:
+        """A batch of this key."""
+        record = self.book.batches.get(batch_id)
+        if record is None or record.key_id != key_id:
+            raise NotFound(f"no batch {batch_id!r} for this API key", "batch_id")
+        return record
+
+    def counts(self, batch: BatchRecord) -> RequestCounts:
+        """Its request counts, live."""
+        return self.book.counts(batch)
+
+    def batches_of(self, key_id: str) -> list[BatchRecord]:
+        """This key's batches, newest first."""
+        mine = [b for b in self.book.batches.values() if b.key_id == key_id]
+        return sorted(mine, key=lambda b: (b.created_at, b.id), reverse=True)
+
+    async def create(self, key_id: str, body: BatchCreate) -> BatchRecord:
+        """Validate the input file against the endpoint and start the batch."""
+        source = self.input_file(key_id, body.input_file_id)
+        content = await FileStore(self.settings, self.producer).read(source)
+        parsed = parse_batch_file(content, self.registry, self.settings, body.endpoint)
+        now = int(time.time())
+        record = BatchRecord(
+            id=f"batch_{uuid.uuid4().hex}",
+            key_id=key_id,
+            input_file_id=source.id,
+            endpoint=body.endpoint,
+            completion_window=body.completion_window,
+            status="validating",
+            created_at=now,
+            expires_at=now + int(self.settings.batch_window_s),
+            output_expires_after_s=(
+                body.output_expires_after.seconds
+                if body.output_expires_after
+                else self.settings.batch_output_expires_s
+            ),
+            total=len(parsed.lines) + len(parsed.problems),
+            tasks=parsed.tasks,
+            models=tuple(parsed.models),
+            metadata=body.metadata,
+        )
+        if parsed.problems:
+            return await self._refuse(record, parsed)
+        retention = record.output_expires_after_s + int(self.settings.batch_window_s)
+        topic = batch_results_topic(self.settings, record.id, retention)
+        await ensure_topics(self.settings, record.models, [topic])
+        await self._write(record)
+        await self._publish(record, parsed.lines)
+        started = record.moved(status="in_progress", in_progress_at=int(time.time()))
+        await self._write(started)
+        return started
+
+    async def cancel(self, key_id: str, batch_id: str) -> BatchRecord:
+        """Cancel a batch: tasks not yet started are skipped by the workers."""
+        record = self.batch(key_id, batch_id)
+        if record.status in ("cancelling", "cancelled"):
+            return record
+        if record.status in TERMINAL:
+            raise Conflict(
+                f"batch {batch_id} is {record.status}; only a running batch can be cancelled"
+            )
+        cancel = BatchCancel(batch_id=batch_id, at=time.time())
+        try:
+            await self.producer.send_and_wait(
+                self._topics.batch_cancels, encode(cancel), batch_id.encode()
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka did not take the cancellation: {exc!r}") from exc
+        cancelling = record.moved(status="cancelling", cancelling_at=int(cancel.at))
+        await self._write(cancelling)
+        return cancelling
+
+    async def _refuse(self, record: BatchRecord, parsed: BatchFile) -> BatchRecord:
+        items = [
+            BatchErrorItem(code="invalid_request", message=p.reason, line=p.number)
+            for p in parsed.problems[:_PROBLEMS_SHOWN]
+        ]
+        failed = record.moved(
+            status="failed",
+            failed_at=record.created_at,
+            errors=BatchErrors(data=items),
+            counts=RequestCounts(total=record.total),
+        )
+        await self._write(failed)
+        return failed
+
+    async def _publish(self, record: BatchRecord, lines: list[BatchLine]) -> None:
+        results = self._topics.batch_results(record.id)
+        now = time.time()
+        try:
+            sends = []
+            for line in lines:
+                for task in _tasks(record, line, results, now):
+                    topic = self._topics.bulk(task.model)
+                    sends.append(
+                        await self.producer.send(topic, encode(task), task.request_id.encode())
+                    )
+            for sent in sends:
+                await sent
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"Kafka did not take the tasks of {record.id}: {exc!r}"
+            ) from exc
+
+    async def _write(self, record: BatchRecord) -> None:
+        try:
+            await self.producer.send_and_wait(
+                self._topics.batches, encode(record), record.id.encode()
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"Kafka did not take the state of {record.id}: {exc!r}"
+            ) from exc
+        self.book.apply(record)
+
+
+def _tasks(record: BatchRecord, line: BatchLine, results: str, now: float) -> list[TaskMessage]:
+    return [
+        TaskMessage(
+            request_id=request_id(record.id, line.custom_id, str(index)),
+            choice_index=index,
+            model=choice.model,
+            prompt=choice.prompt,
+            messages=choice.messages,
+            sampling=line.sampling,
+            enqueued_at=now,
+            deadline=float(record.expires_at),
+            key_id=record.key_id,
+            lane="bulk",
+            job_id=record.id,
+            custom_id=line.custom_id,
+            results_topic=results,
+            line_tasks=len(line.choices),
+        )
+        for index, choice in enumerate(line.choices)
+    ]
+
+
+def _problems_text(parsed: BatchFile) -> str:
+    shown = "; ".join(str(p) for p in parsed.problems[:_PROBLEMS_SHOWN])
+    more = len(parsed.problems) - _PROBLEMS_SHOWN
+    tail = f"; and {more} more" if more > 0 else ""
+    return f"the file has {len(parsed.problems)} invalid line(s): {shown}{tail}"
+
+
+def _created(item: FileRecord | OutputView) -> int:
+    if isinstance(item, FileRecord):
+        return item.created_at
+    return item.batch.finalizing_at or item.batch.created_at

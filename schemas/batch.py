@@ -1,0 +1,227 @@
+"""The OpenAI Batch API's objects (files, batches), as the official SDK parses them, and the
+records that keep them on Kafka.
+
+Two kinds of model live here. HTTP shapes (``FileObject``, ``BatchObject``, the create
+bodies) follow openai-python's ``types/file_object.py`` and ``types/batch.py``. Kafka records
+(``FileRecord`` on the compacted files topic, ``BatchRecord`` on the compacted batches topic,
+``BatchCancel``) are versioned like every wire message (``v``) and are what every front-end
+instance reads back after a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/completion"]
+ENDPOINTS: tuple[str, ...] = ("/v1/chat/completions", "/v1/completions", "/v1/completion")
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+TERMINAL: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
+FilePurpose = Literal["batch", "batch_output"]
+Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)]
+
+
+class ChunkRef(BaseModel):
+    """Where one chunk of a file's content lies on the chunks topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partition: int
+    offset: int
+
+
+class FileRecord(BaseModel):
+    """An uploaded file: what ``GET /v1/files/{id}`` shows, and where its content lies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    id: str
+    key_id: str
+    filename: str
+    purpose: FilePurpose
+    bytes: int
+    lines: int
+    created_at: int
+    expires_at: int | None = None
+    upload: str = ""  # names the chunk keys: <id>:<upload>:<n>
+    chunks: tuple[ChunkRef, ...] = ()
+
+
+class RequestCounts(BaseModel):
+    """``request_counts`` of a batch: lines in the input file, answered, failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchErrorItem(BaseModel):
+    """One entry of ``errors.data``: why (a line of) the input file was refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+class BatchErrors(BaseModel):
+    """``errors`` of a batch that failed validation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    object: Literal["list"] = "list"
+    data: list[BatchErrorItem]
+
+
+class OutputFile(BaseModel):
+    """An output or error file of a batch, fixed when the batch ended (rendered on read)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    bytes: int
+    lines: int
+
+
+class BatchRecord(BaseModel):
+    """A batch as the service keeps it: the last record of its id on the batches topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    id: str
+    key_id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    expires_at: int
+    output_expires_after_s: int
+    total: int = 0
+    tasks: int = 0
+    models: tuple[str, ...] = ()
+    metadata: dict[str, str] | None = None
+    errors: BatchErrors | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    counts: RequestCounts | None = None  # final counts, once the batch ended
+    output: OutputFile | None = None
+    error_file: OutputFile | None = None
+
+    def moved(self, **changes: Any) -> BatchRecord:
+        """A copy with ``changes``."""
+        return self.model_copy(update=changes)
+
+    @property
+    def output_expires_at(self) -> int:
+        """When its output and error files stop being served."""
+        return self.created_at + self.output_expires_after_s
+
+
+class BatchCancel(BaseModel):
+    """A batch was cancelled: workers skip its tasks that have not started (compacted topic)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    batch_id: str
+    at: float
+
+
+class FileObject(BaseModel):
+    """OpenAI's ``File`` object."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: FilePurpose
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileDeleted(BaseModel):
+    """The answer of ``DELETE /v1/files/{id}``."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class BatchObject(BaseModel):
+    """OpenAI's ``Batch`` object."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None = None
+
+
+class OutputExpiresAfter(BaseModel):
+    """``output_expires_after`` of a batch: seconds after its creation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, Field(ge=3600, le=30 * 86400)]
+
+
+class BatchCreate(BaseModel):
+    """The body of ``POST /v1/batches``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: Annotated[str, Field(min_length=1, max_length=200)]
+    endpoint: BatchEndpoint
+    completion_window: Literal["24h"]
+    metadata: Metadata | None = None
+    output_expires_after: OutputExpiresAfter | None = None
+
+
+class ListPage(BaseModel):
+    """OpenAI's cursor page: ``data``, ``has_more``, ``first_id``, ``last_id``."""
+
+    object: Literal["list"] = "list"
+    data: list[Any]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
