@@ -51,7 +51,10 @@ class _Common(BaseModel):
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
     presence_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[OpenAIFloat, Field(ge=-2.0, le=2.0)] = 0.0
-    seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    # ±2**53: exact in every JSON parser (a float-reading client or fuzzer would round 2**63)
+    seed: Annotated[StrictInt, Field(ge=-(2**53), le=2**53), BeforeValidator(integral)] | None = (
+        None
+    )
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
 

@@ -41,6 +41,9 @@ _EVERY_V1: dict[int | str, dict[str, Any]] = {
         "missing or invalid API key",
         {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
     ),
+    # 400 and 404: a query parameter out of range, a file or batch id this key does not own.
+    400: _error("a parameter is invalid"),
+    404: _error("no such file, batch or model for this API key"),
     422: _error("a parameter is invalid"),
 }
 _V1_POST: dict[int | str, dict[str, Any]] = {
@@ -66,6 +69,7 @@ _STREAM: dict[int | str, dict[str, Any]] = {
 _OTHERS: dict[str, dict[int | str, dict[str, Any]]] = {
     "/v1/completions": _STREAM,
     "/v1/chat/completions": _STREAM,
+    "/v1/batches/{batch_id}/cancel": {409: _error("the batch has already ended")},
     "/readyz": {
         503: {
             "description": "not ready yet (same body as 200)",

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +51,15 @@ async def _v1_routes(client: httpx.AsyncClient) -> list[tuple[str, str]]:
     ]
 
 
+def _body(method: str, path: str) -> dict[str, Any]:
+    """A body the route would take from a caller with a key: the refusal is the key's alone."""
+    if method != "POST":
+        return {}
+    if path == "/v1/files":  # an upload is multipart; a JSON body is refused before the key
+        return {"files": {"file": ("f.jsonl", b"{}\n")}, "data": {"purpose": "batch"}}
+    return {"json": spec_body(model="echo")}
+
+
 async def _every_route_needs_a_key(client: httpx.AsyncClient) -> list[httpx.Response]:
     answers = []
     routes = await _v1_routes(client)
@@ -57,8 +67,7 @@ async def _every_route_needs_a_key(client: httpx.AsyncClient) -> list[httpx.Resp
     async with httpx.AsyncClient(base_url=client.base_url) as bare:  # no default key
         for method, path in routes:
             for headers in BAD_HEADERS:
-                body = spec_body(model="echo") if method == "POST" else None
-                response = await bare.request(method, path, json=body, headers=headers)
+                response = await bare.request(method, path, headers=headers, **_body(method, path))
                 assert response.status_code == 401, (method, path, headers, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
                 answers.append(response)
