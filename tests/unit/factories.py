@@ -71,22 +71,3 @@ def error_result(index: int, model: str, code: Any, message: str) -> ResultMessa
         worker_id="w-1",
         error=TaskError(code=code, message=message),
     )
-
-
-def tiny_llama(vocab_size: int, seed: int) -> Any:
-    """A two-layer Llama with random weights (float32, no download), in eval mode."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    tiny: Any = LlamaForCausalLM(config)
-    return tiny.eval()

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.unit.factories import sampling, tiny_llama
+from tests.unit.factories import sampling
+from tests.unit.worker.tiny_model import tiny_llama
 from worker.decode import DecodeBatch, Row
 
 _READBACKS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "unique"}
@@ -39,7 +40,7 @@ class _Ops(TorchDispatchMode):  # type: ignore[no-untyped-call]
 @pytest.fixture(scope="module")
 def model() -> Any:
     """A two-layer Llama whose vocabulary is larger than the nucleus's candidates."""
-    tiny = tiny_llama(600, seed=7)
+    tiny = tiny_llama(600, 256, seed=7)
     with torch.no_grad():
         tiny.lm_head.weight.mul_(40.0)  # peaked logits, as a trained model's: small nuclei
     return tiny.eval()
