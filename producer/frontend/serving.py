@@ -33,7 +33,7 @@ Body = CompletionsRequest | ChatCompletionsRequest
 
 
 def usage(results: dict[int, ResultMessage], n: int) -> OpenAIUsage:
-    """OpenAI's usage: each distinct prompt counted once, however many (``n``) choices it has."""
+    """OpenAI's usage: each prompt counted once, however many (``n``) choices it has."""
     # The tasks hold n copies of each prompt in a row, so choice i is of prompt i // n.
     choices = {i: r.choice for i, r in results.items() if r.choice}
     prompt = sum(c.prompt_tokens for i, c in choices.items() if i % n == 0)
