@@ -3,7 +3,8 @@
 Every line is checked before anything is published, with the same ranges as the HTTP API, and
 each problem names its line number (1-based; blank lines are skipped but still counted). A
 line's models must be in the registry, listed once each (a job answers one line per
-(``custom_id``, model)), and within the model's stop-sequence limit.
+(``custom_id``, model)), and able to serve its values (``schemas.limits``: stop sequences,
+vendor ranges, context), as the HTTP routes refuse them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from pydantic import ValidationError
 from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.errors import KCError, ModelError
+from schemas.limits import first_refusal
 from schemas.registry import Registry
+from schemas.wire import Sampling
 
 MAX_CUSTOM_ID_CHARS = 256
 # Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
@@ -175,14 +178,11 @@ def _check_models(request: CompletionRequest, registry: Registry) -> None:
             f"model: {', '.join(repeated)} listed more than once; a job answers each "
             "(custom_id, model) once (use another custom_id for another sample)"
         )
+    specs = []
     for name in models:
         try:
-            spec = registry.get(name)
+            specs.append(registry.get(name))
         except ModelError as exc:
             raise _BadLine(f"model: {exc}") from exc
-        stops = len(request.stop or ())
-        if stops > spec.max_stop_sequences:
-            raise _BadLine(
-                f"stop: {name} accepts at most {spec.max_stop_sequences} stop sequences "
-                f"(got {stops})"
-            )
+    if (refusal := first_refusal(Sampling.of_request(request), specs)) is not None:
+        raise _BadLine(refusal.message)

@@ -26,15 +26,15 @@ def answered() -> Iterator[None]:
         yield
     except BatchError as exc:
         if isinstance(exc, NotFound):
-            status, code = 404, "not_found"
+            code = "not_found"
         elif isinstance(exc, Conflict):
-            status, code = 409, "conflict"
+            code = "conflict"
         else:
-            status, code = 400, "invalid_request"
+            code = "invalid_request"
         detail = ErrorDetail(
             type="invalid_request_error", code=code, message=str(exc), param=exc.param
         )
-        raise ApiError(status, detail) from exc
+        raise ApiError(detail) from exc
 
 
 def file_object(file: FileRecord | OutputView) -> FileObject:

@@ -21,7 +21,7 @@ from producer.frontend.auth import Auth
 from producer.frontend.errors import error_response
 from producer.frontend.gateway import Gateway
 from producer.frontend.relay import Chunks, stream_events
-from producer.params import check_params
+from producer.refusals import check_limits
 from schemas.api import ErrorBody
 from schemas.openai import (
     AssistantMessage,
@@ -109,7 +109,7 @@ def _plan(
     front.check_room()
     specs = front.check_models([body.model])
     sampling = Sampling.of_openai(body, max_tokens)
-    check_params(sampling, specs)
+    check_limits(sampling, specs)
     count = len(prompts) if prompts is not None else body.n
     return front.tasks_for(
         uuid.uuid4(),

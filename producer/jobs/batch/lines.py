@@ -2,7 +2,7 @@
 
 Every line is checked with the rules of its HTTP route: the body model of ``url``
 (``/v1/chat/completions``, ``/v1/completions`` or our ``/v1/completion``), every model in the
-registry and configured, and the per-model limits (``producer.params.check_params``). Each
+registry and configured, and the per-model limits (``schemas.limits``). Each
 problem names its line number (1-based; blank lines are skipped but counted). ``stream`` is
 refused: a batch line is answered in the output file, not as server-sent events.
 """
@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from producer.jobs.jobfile import MAX_CUSTOM_ID_CHARS, LineProblem, UniqueIds
-from producer.params import check_params
-from producer.refusals import ApiError, describe_validation
+from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.batch import ENDPOINTS
 from schemas.errors import ModelError
+from schemas.limits import first_refusal
 from schemas.openai import ChatCompletionsRequest, CompletionsRequest
 from schemas.registry import Registry
 from schemas.settings import Settings
@@ -191,7 +191,5 @@ def _check_models(
         if reason is not None:
             raise _BadLine(f"body.model: {name}: {reason}")
         specs.append(spec)
-    try:
-        check_params(sampling, specs)
-    except ApiError as exc:
-        raise _BadLine(f"body.{exc.detail.message}") from exc
+    if (refusal := first_refusal(sampling, specs)) is not None:
+        raise _BadLine(f"body.{refusal.message}")
