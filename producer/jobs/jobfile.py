@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ MAX_CUSTOM_ID_CHARS = 256
 # Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
 # job always gets the same id, which is what makes resubmission and collection idempotent.
 _REQUEST_ID_NAMESPACE = uuid.UUID("6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10")
+LineT = TypeVar("LineT", bound="HasTasks")
 
 
 class JobError(KCError):
@@ -55,6 +56,33 @@ class JobLine:
     custom_id: str
     request: CompletionRequest
 
+    @property
+    def tasks(self) -> int:
+        """One task per model of the line."""
+        return len(self.request.models)
+
+
+class HasTasks(Protocol):
+    """A valid line of a checked file: it makes some tasks."""
+
+    @property
+    def tasks(self) -> int:
+        """How many tasks the line makes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedFile(Generic[LineT]):
+    """The valid lines of a checked file (a job or a batch input), and the others' problems."""
+
+    lines: list[LineT]
+    problems: list[LineProblem]
+
+    @property
+    def tasks(self) -> int:
+        """How many tasks the valid lines make."""
+        return sum(line.tasks for line in self.lines)
+
 
 @dataclass(frozen=True, slots=True)
 class LineProblem:
@@ -68,11 +96,8 @@ class LineProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class JobFile:
+class JobFile(CheckedFile[JobLine]):
     """The valid lines of a job file, and the problems of the others."""
-
-    lines: list[JobLine]
-    problems: list[LineProblem]
 
     @property
     def digest(self) -> str:
@@ -82,11 +107,6 @@ class JobFile:
             h.update(line.custom_id.encode() + b"\0")
             h.update(line.request.model_dump_json().encode() + b"\n")
         return h.hexdigest()
-
-    @property
-    def tasks(self) -> int:
-        """How many (custom_id, model) tasks the valid lines make."""
-        return sum(len(line.request.models) for line in self.lines)
 
 
 def request_id(job_id: str, custom_id: str, model: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from producer.jobs.jobfile import MAX_CUSTOM_ID_CHARS, LineProblem, UniqueIds
+from producer.jobs.jobfile import MAX_CUSTOM_ID_CHARS, CheckedFile, LineProblem, UniqueIds
 from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.batch import ENDPOINTS
@@ -53,18 +53,15 @@ class BatchLine:
     choices: tuple[Choice, ...]
     sampling: Sampling
 
-
-@dataclass(frozen=True, slots=True)
-class BatchFile:
-    """The valid lines of an input file and the problems of the others."""
-
-    lines: list[BatchLine]
-    problems: list[LineProblem]
-
     @property
     def tasks(self) -> int:
-        """How many tasks the valid lines make."""
-        return sum(len(line.choices) for line in self.lines)
+        """One task per choice."""
+        return len(self.choices)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile(CheckedFile[BatchLine]):
+    """The valid lines of an input file and the problems of the others."""
 
     @property
     def models(self) -> list[str]:
