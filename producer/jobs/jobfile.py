@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -29,7 +29,7 @@ MAX_CUSTOM_ID_CHARS = 256
 # Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
 # job always gets the same id, which is what makes resubmission and collection idempotent.
 _REQUEST_ID_NAMESPACE = uuid.UUID("6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10")
-LineT = TypeVar("LineT", bound="HasTasks")
+LineT = TypeVar("LineT", bound="CheckedLine")
 
 
 class JobError(KCError):
@@ -62,8 +62,13 @@ class JobLine:
         return len(self.request.models)
 
 
-class HasTasks(Protocol):
-    """A valid line of a checked file: it makes some tasks."""
+class CheckedLine(Protocol):
+    """A valid line of a checked file: its custom_id, and the tasks it makes."""
+
+    @property
+    def custom_id(self) -> str:
+        """The caller's id of the line, unique in its file."""
+        ...
 
     @property
     def tasks(self) -> int:
@@ -121,22 +126,46 @@ def default_job_id(data: bytes) -> str:
 
 def parse_job_file(raw_lines: Iterable[str], registry: Registry) -> JobFile:
     """Check every line; the valid ones and each problem with its line number."""
-    lines: list[JobLine] = []
+    numbered = ((n, raw) for n, raw in enumerate(raw_lines, start=1) if raw.strip())
     problems: list[LineProblem] = []
-    ids = UniqueIds("job")
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
+    lines = check_lines(numbered, lambda n, body: _job_line(n, body, registry), "job", problems)
+    return JobFile(lines, problems)
+
+
+class BadLine(Exception):
+    """Why one line of a checked file cannot be used: its LineProblem's reason."""
+
+
+def check_lines(
+    numbered: Iterable[tuple[int, str]],
+    parse: Callable[[int, dict[str, Any]], LineT],
+    scope: str,
+    problems: list[LineProblem],
+) -> list[LineT]:
+    """The lines ``parse`` makes of each JSON object; a problem for each other line."""
+    lines: list[LineT] = []
+    ids = UniqueIds(scope)
+    for number, raw in numbered:
         try:
-            line = _parse_line(number, raw, registry)
-        except _BadLine as exc:
+            line = parse(number, _json_object(raw))
+        except BadLine as exc:
             problems.append(LineProblem(number, str(exc)))
             continue
         if (repeated := ids.problem(number, line.custom_id)) is not None:
             problems.append(repeated)
             continue
         lines.append(line)
-    return JobFile(lines, problems)
+    return lines
+
+
+def custom_id_of(value: Any) -> str:
+    """A line's ``custom_id``, or the BadLine saying what it must be."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CUSTOM_ID_CHARS:
+        raise BadLine(
+            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
+            f"characters (got {value!r})"
+        )
+    return value
 
 
 class UniqueIds:
@@ -158,23 +187,18 @@ class UniqueIds:
         )
 
 
-class _BadLine(Exception):
-    pass
-
-
-def _parse_line(number: int, raw: str, registry: Registry) -> JobLine:
+def _json_object(raw: str) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
     if not isinstance(body, dict):
-        raise _BadLine(f"must be a JSON object, got {type(body).__name__}")
-    custom_id = body.pop("custom_id", None)
-    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
-        raise _BadLine(
-            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
-            f"characters (got {custom_id!r})"
-        )
+        raise BadLine(f"must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _job_line(number: int, body: dict[str, Any], registry: Registry) -> JobLine:
+    custom_id = custom_id_of(body.pop("custom_id", None))
     request = _request(body)
     _check_models(request, registry)
     return JobLine(number, custom_id, request)
@@ -187,14 +211,14 @@ def _request(body: dict[str, Any]) -> CompletionRequest:
         # The HTTP API's wording, so a job file and a request are refused the same way.
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         _, detail = describe_validation(errors)
-        raise _BadLine(detail.message) from exc
+        raise BadLine(detail.message) from exc
 
 
 def _check_models(request: CompletionRequest, registry: Registry) -> None:
     models = request.models
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:
-        raise _BadLine(
+        raise BadLine(
             f"model: {', '.join(repeated)} listed more than once; a job answers each "
             "(custom_id, model) once (use another custom_id for another sample)"
         )
@@ -203,6 +227,6 @@ def _check_models(request: CompletionRequest, registry: Registry) -> None:
         try:
             specs.append(registry.get(name))
         except ModelError as exc:
-            raise _BadLine(f"model: {exc}") from exc
+            raise BadLine(f"model: {exc}") from exc
     if (refusal := first_refusal(Sampling.of_request(request), specs)) is not None:
-        raise _BadLine(refusal.message)
+        raise BadLine(refusal.message)
