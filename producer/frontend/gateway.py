@@ -240,7 +240,7 @@ class Gateway:
             message=f"{self.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
             f"{self.settings.max_in_flight}); retry after a second",
         )
-        raise ApiError(429, detail, {"Retry-After": "1"})
+        raise ApiError(detail, {"Retry-After": "1"})
 
     def check_models(self, names: list[str]) -> list[ModelSpec]:
         """The specs of the requested models, or one error naming every one that cannot serve."""

@@ -15,6 +15,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.frontend.errors import error_response
+from producer.refusals import status_of
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
 
@@ -85,7 +86,7 @@ class Guard:
                 value=media or None,
                 message=f"send the body as {expected} (got {media!r})",
             )
-            return error_response(415, detail), receive
+            return error_response(status_of(detail.code), detail), receive
         declared = headers.get(b"content-length", b"")
         if declared.isdigit():
             size = int(declared)
@@ -99,7 +100,7 @@ class Guard:
             value=size,
             message=f"the body is {size} bytes; the limit is {limit} bytes ({setting})",
         )
-        return error_response(413, detail), receive
+        return error_response(status_of(detail.code), detail), receive
 
 
 def _routed(scope: Scope) -> bool:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from producer.frontend.auth import Auth
 from producer.frontend.errors import error_response
 from producer.frontend.gateway import Gateway
-from producer.params import check_params
+from producer.refusals import check_limits
 from schemas.api import CompletionRequest, CompletionResponse, ErrorBody
 from schemas.wire import Sampling
 
@@ -39,7 +39,7 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
         front.check_room()
         specs = front.check_models(models)
         sampling = Sampling.of_request(body)
-        check_params(sampling, specs)
+        check_limits(sampling, specs)
         return await _complete(front, body, models, sampling, key_id)
 
     return routes

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from producer.frontend.auth import Auth
 from producer.frontend.gateway import Gateway
 from producer.frontend.serving import ChatServing, TextServing
-from producer.params import check_params
+from producer.refusals import check_limits
 from schemas.openai import (
     ChatCompletion,
     ChatCompletionsRequest,
@@ -68,7 +68,7 @@ def _plan(
     front.check_room()
     specs = front.check_models([body.model])
     sampling = Sampling.of_openai(body, max_tokens)
-    check_params(sampling, specs)
+    check_limits(sampling, specs)
     count = len(prompts) if prompts is not None else body.n
     return front.tasks_for(
         uuid.uuid4(),
