@@ -1,4 +1,8 @@
-"""Turning results into the HTTP answer: the spec's response, or an error with what arrived."""
+"""Turning results into answers: the spec's response or an error with what arrived; OpenAI's usage.
+
+Shared by the front end and the Batch API's output file, so a line and a request of the same
+body report the same usage.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from schemas.api import (
     ErrorDetail,
     Usage,
 )
+from schemas.openai import OpenAIUsage
 from schemas.wire import ResultMessage
 
 
@@ -82,3 +87,14 @@ def _failures(
                 )
             )
     return failures
+
+
+def openai_usage(results: dict[int, ResultMessage], n: int) -> OpenAIUsage:
+    """OpenAI's usage: each prompt counted once, however many (``n``) choices it has."""
+    # The tasks hold n copies of each prompt in a row, so choice i is of prompt i // n.
+    choices = {i: r.choice for i, r in results.items() if r.choice}
+    prompt = sum(c.prompt_tokens for i, c in choices.items() if i % n == 0)
+    completion = sum(c.completion_tokens for c in choices.values())
+    return OpenAIUsage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )

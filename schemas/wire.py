@@ -112,6 +112,9 @@ class TaskMessage(BaseModel):
     # is answered once all of its ``line_tasks`` tasks (choices) are.
     results_topic: str | None = None
     line_tasks: Annotated[int, Field(ge=1)] | None = None
+    # The line's ``n``: its tasks hold n copies of each prompt in a row (OpenAI's usage counts
+    # each prompt once).
+    choices_per_prompt: Annotated[int, Field(ge=1)] | None = None
 
 
 class ChoiceResult(BaseModel):
@@ -151,6 +154,7 @@ class ResultMessage(BaseModel):
     job_id: str | None = None
     custom_id: str | None = None
     line_tasks: int | None = None
+    choices_per_prompt: int | None = None
     queued_ms: int = 0
 
     @model_validator(mode="after")

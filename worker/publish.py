@@ -53,6 +53,7 @@ def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessag
         "job_id": msg.job_id,
         "custom_id": msg.custom_id,
         "line_tasks": msg.line_tasks,
+        "choices_per_prompt": msg.choices_per_prompt,
         "queued_ms": max(0, int((task.received_at - msg.enqueued_at) * 1000)),
     }
     if isinstance(outcome, Completion):

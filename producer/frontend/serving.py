@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from fastapi.responses import Response, StreamingResponse
 
+from producer.assemble import openai_usage
 from producer.frontend.errors import error_response
 from producer.frontend.gateway import Gateway
 from producer.frontend.relay import DONE, Chunks, Relay, event
@@ -30,17 +31,6 @@ from schemas.openai import (
 from schemas.wire import ResultMessage, TaskMessage
 
 Body = CompletionsRequest | ChatCompletionsRequest
-
-
-def usage(results: dict[int, ResultMessage], n: int) -> OpenAIUsage:
-    """OpenAI's usage: each prompt counted once, however many (``n``) choices it has."""
-    # The tasks hold n copies of each prompt in a row, so choice i is of prompt i // n.
-    choices = {i: r.choice for i, r in results.items() if r.choice}
-    prompt = sum(c.prompt_tokens for i, c in choices.items() if i % n == 0)
-    completion = sum(c.completion_tokens for c in choices.values())
-    return OpenAIUsage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
 
 
 class _Chunks:
@@ -134,7 +124,7 @@ class _Serving:
         if isinstance(settled.answer, ErrorBody):
             yield event(settled.answer.model_dump(mode="json", exclude_none=True))
         elif body.stream_options and body.stream_options.include_usage:
-            yield event(chunks.usage(usage(settled.results, body.n)))
+            yield event(chunks.usage(openai_usage(settled.results, body.n)))
         yield DONE
 
     def _answer(
@@ -145,7 +135,7 @@ class _Serving:
             "created": int(time.time()),
             "model": body.model,
             "choices": [self._choice(i, r) for i, r in sorted(results.items())],
-            "usage": usage(results, body.n),
+            "usage": openai_usage(results, body.n),
         }
         return self.completion.model_validate(fields)
 

@@ -128,6 +128,31 @@ async def test_a_chat_batch_runs_to_completed_with_one_line_per_custom_id(
     assert listed == [created.id]
 
 
+async def test_a_completions_line_reports_the_usage_its_route_reports(
+    stack: tuple[openai.AsyncOpenAI, Settings],
+) -> None:
+    # Two prompts of different lengths and n=2: each prompt is counted once, as OpenAI does.
+    sdk, _ = stack
+    body: dict[str, Any] = {
+        "model": "echo",
+        "prompt": ["one two three four", "five six"],
+        "n": 2,
+        "max_tokens": 3,
+    }
+    routed = await sdk.completions.create(**body)
+    line = {"custom_id": "n2", "method": "POST", "url": "/v1/completions", "body": body}
+    upload = await sdk.files.create(file=("n2.jsonl", io.BytesIO(jsonl([line]))), purpose="batch")
+    created = await sdk.batches.create(
+        input_file_id=upload.id, endpoint="/v1/completions", completion_window="24h"
+    )
+    done = await until_done(sdk, created.id)
+    assert done.output_file_id is not None, done
+    (answer,) = await lines_of(sdk, done.output_file_id)
+    assert routed.usage is not None
+    assert answer["response"]["body"]["usage"] == routed.usage.model_dump(exclude_none=True)
+    assert routed.usage.completion_tokens == 12
+
+
 async def test_another_key_gets_404_for_files_and_batches(
     stack: tuple[openai.AsyncOpenAI, Settings],
 ) -> None:

@@ -51,6 +51,7 @@ class BatchLine:
     url: str
     choices: tuple[Choice, ...]
     sampling: Sampling
+    choices_per_prompt: int = 1  # an OpenAI body's n
 
     @property
     def tasks(self) -> int:
@@ -119,9 +120,11 @@ def _batch_line(
     body = line.get("body")
     if not isinstance(body, dict):
         raise BadLine(f"body: must be a JSON object (got {type(body).__name__})")
-    choices, sampling = _plan(url, _validated(url, body))
+    validated = _validated(url, body)
+    choices, sampling = _plan(url, validated)
     _check_models(choices, sampling, registry, settings)
-    return BatchLine(number, custom_id, url, choices, sampling)
+    n = validated.n if isinstance(validated, ChatCompletionsRequest | CompletionsRequest) else 1
+    return BatchLine(number, custom_id, url, choices, sampling, n)
 
 
 def _validated(url: str, body: dict[str, Any]) -> BaseModel:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from producer.assemble import to_choice
+from producer.assemble import openai_usage, to_choice
 from producer.jobs.scan import scan
 from schemas.api import CompletionResponse, Usage
 from schemas.batch import BatchRecord, RequestCounts
@@ -161,10 +161,10 @@ def _body(endpoint: str, results: list[ResultMessage]) -> dict[str, Any]:
             usage=Usage.total([c.usage for c in spec_choices]),
         )
         return response.model_dump(mode="json")
-    # The choices of a chat line share one conversation: OpenAI counts its tokens once.
     chat = endpoint == "/v1/chat/completions"
-    prompt = choices[0].prompt_tokens if chat else sum(c.prompt_tokens for c in choices)
-    generated = sum(c.completion_tokens for c in choices)
+    # The usage the HTTP route reports for the same body: each prompt (or conversation) once.
+    n = results[0].choices_per_prompt or (len(results) if chat else 1)
+    usage = openai_usage(dict(enumerate(results)), n)
     model = results[0].model
     # Plain dicts in the shapes of schemas.openai's ChatCompletion and TextCompletion (a unit
     # test holds them equal): a 100,000-line download builds one per line.
@@ -191,9 +191,5 @@ def _body(endpoint: str, results: list[ResultMessage]) -> dict[str, Any]:
         "created": created,
         "model": model,
         "choices": answers,
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": generated,
-            "total_tokens": prompt + generated,
-        },
+        "usage": usage.model_dump(),
     }

@@ -304,6 +304,7 @@ def _tasks(record: BatchRecord, line: BatchLine, results: str, now: float) -> li
             custom_id=line.custom_id,
             results_topic=results,
             line_tasks=len(line.choices),
+            choices_per_prompt=line.choices_per_prompt,
         )
         for index, choice in enumerate(line.choices)
     ]

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from producer.assemble import openai_usage
 from producer.jobs.batch.output import LineFold, output_line, render_line
 from schemas.openai import (
     AssistantMessage,
@@ -21,7 +22,12 @@ RID = str(uuid.UUID(int=7))
 
 
 def result(
-    custom_id: str, index: int = 0, tasks: int = 1, error: str | None = None
+    custom_id: str,
+    index: int = 0,
+    tasks: int = 1,
+    error: str | None = None,
+    prompt_tokens: int = 3,
+    **fields: Any,
 ) -> ResultMessage:
     common: dict[str, Any] = {
         "request_id": RID,
@@ -31,13 +37,14 @@ def result(
         "job_id": "batch_1",
         "custom_id": custom_id,
         "line_tasks": tasks,
+        **fields,
     }
     if error is not None:
         return ResultMessage(error=TaskError(code=error, message=f"{error}!"), **common)
     choice = ChoiceResult(
         text=f"text {index}",
         finish_reason="length",
-        prompt_tokens=3,
+        prompt_tokens=prompt_tokens,
         completion_tokens=4,
         prediction_time_ms=5,
         created=1_700_000_000 + index,
@@ -108,6 +115,19 @@ def test_a_completions_line_has_the_shape_of_the_completions_route() -> None:
         usage=OpenAIUsage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
     )
     assert line["response"]["body"] == expected.model_dump(mode="json")
+
+
+def test_a_completions_line_counts_each_prompt_once_as_the_route_does() -> None:
+    # Two prompts (3 and 2 tokens), n=2: tasks 0,1 are of the first prompt, 2,3 of the second.
+    results = [
+        result("t", i, tasks=4).model_copy(update={"choices_per_prompt": 2}) for i in range(4)
+    ]
+    for r, tokens in zip(results, [3, 3, 2, 2], strict=True):
+        assert r.choice is not None
+        object.__setattr__(r.choice, "prompt_tokens", tokens)
+    usage = output_line("/v1/completions", results)["response"]["body"]["usage"]
+    assert usage == openai_usage(dict(enumerate(results)), 2).model_dump()
+    assert usage == {"prompt_tokens": 5, "completion_tokens": 16, "total_tokens": 21}
 
 
 def test_a_spec_line_is_the_spec_response() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from producer.frontend.serving import ChatChunks, TextChunks, usage
+from producer.assemble import openai_usage as usage
+from producer.frontend.serving import ChatChunks, TextChunks
 from schemas.openai import OpenAIUsage
 from tests.unit.factories import error_result, ok_result, task_message
 
