@@ -1,4 +1,5 @@
-"""The front end's outermost layer: refuse bodies that are not JSON or too large, count answers.
+"""The front end's outermost layer: refuse undeclared methods and bodies that are not JSON or
+too large, count answers.
 
 A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs each request through
 extra tasks and memory streams, which cost about a third of the front end's CPU at a thousand
@@ -11,10 +12,10 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.frontend.errors import error_response
+from producer.frontend.paths import Paths
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
 
@@ -22,17 +23,19 @@ UPLOAD_PATH = "/v1/files"  # the one route whose body is multipart (a batch file
 
 
 class Guard:
-    """Checks the media type and size of POST bodies and counts every HTTP answer."""
+    """Checks methods, the media type and size of POST bodies, and counts every HTTP answer."""
 
     def __init__(
         self,
         app: ASGIApp,
         metrics: FrontendMetrics,
+        paths: Paths,
         max_body_bytes: int,
         max_upload_bytes: int | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
+        self._paths = paths
         self._limit = max_body_bytes
         self._upload_limit = max_upload_bytes or max_body_bytes
 
@@ -49,7 +52,7 @@ class Guard:
             await send(message)
 
         try:
-            refusal, receive = await self._check_body(scope, receive)
+            refusal, receive = await self._check(scope, receive)
             if refusal is not None:
                 await refusal(scope, receive, send_counted)
             else:
@@ -64,10 +67,18 @@ class Guard:
         for model in state.get("models") or [""]:
             self._metrics.requests.labels(route, model, str(status)).inc()
 
+    async def _check(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
+        """A 405, 415 or 413 response for a request that is refused, and the receive to go on."""
+        resolved = self._paths.resolve(scope)
+        if resolved.allowed and resolved.route is None:
+            return _not_allowed(scope, resolved.allowed), receive
+        if scope["method"] != "POST" or not resolved.takes_body:
+            # No body read (a cancel, an unknown path: the router answers 404): none refused.
+            return None, receive
+        return await self._check_body(scope, receive)
+
     async def _check_body(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
-        """A 415 or 413 response for a POST that is refused, and the receive to go on with."""
-        if scope["method"] != "POST" or not _routed(scope):
-            return None, receive  # no body expected: the router answers (404, 405 with Allow)
+        """A 415 or 413 response for a POST body that is refused, and the receive to go on."""
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         upload = scope["path"] == UPLOAD_PATH
@@ -102,10 +113,17 @@ class Guard:
         return error_response(413, detail), receive
 
 
-def _routed(scope: Scope) -> bool:
-    """Whether a route takes this method on this path (``scope["app"]`` is set by Starlette)."""
-    routes = getattr(scope.get("app"), "routes", ())
-    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+def _not_allowed(scope: Scope, allowed: frozenset[str]) -> ASGIApp:
+    """The 405 of a method the path does not declare, ``Allow`` naming every one it does."""
+    methods = ", ".join(sorted(allowed))
+    detail = ErrorDetail(
+        type="invalid_request_error",
+        code="method_not_allowed",
+        param="method",
+        value=scope["method"],
+        message=f"{scope['path']} takes {methods} (got {scope['method']})",
+    )
+    return error_response(405, detail, {"Allow": methods})
 
 
 async def _buffer(receive: Receive, limit: int) -> tuple[int, Receive]:
