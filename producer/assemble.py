@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
+from producer.refusals import failure_status
 from schemas.api import (
     ChoiceFailure,
     CompletionChoice,
@@ -14,16 +15,6 @@ from schemas.api import (
     Usage,
 )
 from schemas.wire import ResultMessage
-
-# Which HTTP status a choice's failure maps to; the most severe failure of a request wins.
-_FAILURE_STATUS = {
-    "invalid_request": 400,
-    "rate_limited": 429,
-    "unauthorized": 502,
-    "backend_error": 502,
-    "unavailable": 503,
-    "deadline_exceeded": 504,
-}
 
 
 def to_choice(result: ResultMessage) -> CompletionChoice:
@@ -61,7 +52,7 @@ def assemble(
             usage=Usage.total([c.usage for c in choices]),
         )
         return 200, response
-    status = max(_FAILURE_STATUS.get(f.code, 502) for f in failures)
+    status = failure_status([f.code for f in failures])
     summary = "; ".join(f"choice {f.index} ({f.model}): {f.message}" for f in failures)
     detail = ErrorDetail(
         type="timeout" if status == 504 else "completion_failed",

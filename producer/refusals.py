@@ -1,8 +1,11 @@
-"""Refusals: why a request (or a job line) cannot be served, decided before anything is published.
+"""Refusals: why a request (or a job line) cannot be served, and the HTTP status of every answer.
 
 Client mistakes are 4xx naming the field and the value; a model that cannot serve is 404
-(unknown) or 503 (not configured, or no live worker) naming every such model and why. Nothing
-here imports a web framework: the job client refuses job lines with the same words.
+(unknown) or 503 (not configured, or no live worker) naming every such model and why; a value a
+model cannot serve (``schemas.limits``) is a 422. Which status an answer gets is decided here
+and nowhere else: ``REFUSAL_STATUS`` by the error's code, ``FAILURE_STATUS`` by a choice's
+failure, and OpenAI's dialect (400 for every invalid parameter) in ``status_of``. Nothing here
+imports a web framework: the job client refuses job lines with the same words.
 """
 
 from __future__ import annotations
@@ -12,27 +15,86 @@ from typing import Any
 
 from schemas.api import ErrorDetail
 from schemas.errors import ModelError, UnknownModel
+from schemas.limits import Refusal, first_refusal
+from schemas.registry import ModelSpec
+from schemas.wire import Sampling
 
 _SHOWN_VALUE_CHARS = 100
 
+# The status of each refusal, by its ErrorDetail code.
+REFUSAL_STATUS = {
+    "invalid_json": 400,
+    "invalid_request": 400,  # a Batch API request (a file or batch that cannot be used so)
+    "invalid_api_key": 401,
+    "not_found": 404,
+    "model_not_found": 404,
+    "conflict": 409,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_value": 422,
+    "overloaded": 429,
+    "model_unavailable": 503,
+    "kafka_unavailable": 503,
+}
+# The status of a request one of whose choices failed, by the failure's code (the most severe
+# of a request's failures wins). A vendor refusing our key is our fault: 502, not 401.
+FAILURE_STATUS = {
+    "invalid_request": 400,
+    "rate_limited": 429,
+    "unauthorized": 502,
+    "backend_error": 502,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+}
+# The routes speaking OpenAI's dialect answer every invalid parameter with 400 (its SDK maps 400
+# to BadRequestError); the spec route keeps 422 for a well-formed body with a bad field.
+_OPENAI_STATUS = {422: 400}
+
+
+def status_of(code: str, *, openai: bool = False) -> int:
+    """The HTTP status of a refusal with this code, in OpenAI's dialect when ``openai``."""
+    status = REFUSAL_STATUS[code]
+    return _OPENAI_STATUS.get(status, status) if openai else status
+
+
+def failure_status(codes: Sequence[str]) -> int:
+    """The status of a request whose choices failed with ``codes`` (the most severe wins)."""
+    return max(FAILURE_STATUS.get(code, 502) for code in codes)
+
 
 class ApiError(Exception):
-    """An error answer decided by a route."""
+    """A refusal decided by a route: its detail, and its status by the detail's code."""
 
-    def __init__(
-        self, status: int, detail: ErrorDetail, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, detail: ErrorDetail, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail.message)
-        self.status = status
+        self.status = status_of(detail.code)
         self.detail = detail
         self.headers = headers
+
+
+def check_limits(sampling: Sampling, specs: list[ModelSpec]) -> None:
+    """Raise a 422 for the first value one of the requested models cannot serve."""
+    refusal = first_refusal(sampling, specs)
+    if refusal is not None:
+        raise ApiError(invalid_value(refusal))
+
+
+def invalid_value(refusal: Refusal) -> ErrorDetail:
+    """The error detail of a value a model cannot serve, naming the field and the value."""
+    return ErrorDetail(
+        type="invalid_request_error",
+        code="invalid_value",
+        param=refusal.field,
+        value=refusal.value,
+        message=refusal.message,
+    )
 
 
 def model_errors(errors: Sequence[ModelError]) -> ApiError:
     """One answer for every model of a request that cannot serve it."""
     unknown = [e for e in errors if isinstance(e, UnknownModel)]
     chosen: Sequence[ModelError] = unknown or errors
-    status, code = (404, "model_not_found") if unknown else (503, "model_unavailable")
+    code = "model_not_found" if unknown else "model_unavailable"
     message = "; ".join(f"{e.model}: {e.reason}" for e in chosen)
     detail = ErrorDetail(
         type="invalid_request_error" if unknown else "service_unavailable",
@@ -41,7 +103,7 @@ def model_errors(errors: Sequence[ModelError]) -> ApiError:
         param="model",
         models=[e.model for e in chosen],
     )
-    return ApiError(status, detail, None if unknown else {"Retry-After": "5"})
+    return ApiError(detail, None if unknown else {"Retry-After": "5"})
 
 
 def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
@@ -52,7 +114,7 @@ def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
             code="invalid_json",
             message=f"the body is not valid JSON: {errors[0].get('ctx', {}).get('error', '')}",
         )
-        return 400, detail
+        return status_of(detail.code), detail
     by_field: dict[str, list[Any]] = {}
     for err in errors:
         path = [p for p in err["loc"][1:] if not _is_branch(p)]
@@ -66,7 +128,7 @@ def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
         param=field,
         value=_shown(errs[0].get("input")),
     )
-    return 422, detail
+    return status_of(detail.code), detail
 
 
 def _field_message(field: str, errs: list[Any]) -> str:

@@ -73,6 +73,18 @@ class FileRecord(BaseModel):
     chunks: tuple[ChunkRef, ...] = ()
 
 
+class BatchMoments(BaseModel):
+    """When a batch entered each of its later states (Unix seconds), as OpenAI's Batch shows."""
+
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+
+
 class RequestCounts(BaseModel):
     """``request_counts`` of a batch: lines in the input file, answered, failed."""
 
@@ -113,7 +125,7 @@ class OutputFile(BaseModel):
     lines: int
 
 
-class BatchRecord(BaseModel):
+class BatchRecord(BatchMoments):
     """A batch as the service keeps it: the last record of its id on the batches topic."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -133,13 +145,6 @@ class BatchRecord(BaseModel):
     models: tuple[str, ...] = ()
     metadata: dict[str, str] | None = None
     errors: BatchErrors | None = None
-    in_progress_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
     counts: RequestCounts | None = None  # final counts, once the batch ended
     output: OutputFile | None = None
     error_file: OutputFile | None = None
@@ -186,7 +191,7 @@ class FileDeleted(BaseModel):
     deleted: bool
 
 
-class BatchObject(BaseModel):
+class BatchObject(BatchMoments):
     """OpenAI's ``Batch`` object."""
 
     id: str
@@ -199,14 +204,7 @@ class BatchObject(BaseModel):
     output_file_id: str | None = None
     error_file_id: str | None = None
     created_at: int
-    in_progress_at: int | None = None
     expires_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
     request_counts: RequestCounts
     metadata: dict[str, str] | None = None
 

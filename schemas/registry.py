@@ -48,6 +48,8 @@ class ModelSpec(BaseModel):
     base_url: str | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
     max_stop_sequences: Annotated[int, Field(ge=0, le=64)] = 16
+    # Prompt and completion tokens together (``schemas.limits``); None: only a worker knows.
+    context_tokens: Annotated[int, Field(ge=2)] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     retry_budget_s: Annotated[float, Field(gt=0, le=3600)] = 30.0

@@ -38,7 +38,6 @@ def create_app(
 
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
-    install_handlers(app)
     authenticated = bearer_key(front.keys)
     every_route = list(app.routes)  # the document's own (/openapi.json, /docs)
     for family in (completion, ops, openai, files, batches):
@@ -46,10 +45,12 @@ def create_app(
         declare_responses(routes)
         app.include_router(routes)
         every_route.extend(routes.routes)
+    paths = Paths(every_route)
+    install_handlers(app, paths)
     app.add_middleware(
         Guard,
         metrics=front.metrics,
-        paths=Paths(every_route),
+        paths=paths,
         max_body_bytes=settings.max_body_bytes,
         # An upload carries a whole batch file, plus the multipart framing.
         max_upload_bytes=settings.batch_max_bytes + 64 * 1024,

@@ -58,7 +58,7 @@ def bearer_key(keys: KeyChecker) -> Auth:
                 code="invalid_api_key",
                 message="missing or invalid API key: send Authorization: Bearer <key>",
             )
-            raise ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
+            raise ApiError(detail, {"WWW-Authenticate": "Bearer"})
         return key_id
 
     return authenticated

@@ -1,28 +1,34 @@
 """The gateway: one front-end instance's clients and the steps every route takes.
 
-Admission (``check_room``, ``check_models``), the tasks of a request (``tasks_for``), publishing
-and waiting (``run``), cancellation, and the log line and metrics of each answer. The routes in
-``producer.frontend.routes`` are thin over it; ``producer.frontend.relay`` streams through it.
+Admission (``check_room``, ``check_models``), the tasks of a request (``tasks_for``), the one
+lifecycle of every request, streamed or not (``flight``: in-flight count and gauge, publish
+under the deadline, cancellation when the caller left), and ``settle``: the status and body of
+the results, logged and measured once. ``run`` is both for a full answer; the routes in
+``producer.frontend.routes`` and the serving objects of ``producer.frontend.serving`` use them.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 from fastapi import Request
 from prometheus_client import CollectorRegistry
 
+from producer.assemble import assemble
 from producer.frontend.auth import KeyChecker
-from producer.frontend.deltas import StreamRouter
+from producer.frontend.deltas import StreamRouter, StreamState
 from producer.frontend.liveness import Liveness
-from producer.frontend.replies import ReplyRouter
+from producer.frontend.replies import Pending, ReplyRouter
 from producer.jobs.batch.service import BatchService
 from producer.publisher import Publisher
 from producer.refusals import ApiError, model_errors
 from schemas import logs
-from schemas.api import ErrorDetail
+from schemas.api import CompletionResponse, ErrorBody, ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
 from schemas.kafka import ensure_topics
 from schemas.metrics import FrontendMetrics
@@ -32,6 +38,36 @@ from schemas.topics import Topics
 from schemas.wire import ChatMessage, ResultMessage, Sampling, TaskMessage
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Flight:
+    """One admitted request on its way: its tasks, futures, deadline and (streamed) deltas."""
+
+    tasks: list[TaskMessage]
+    pending: Pending
+    deadline: float  # epoch seconds
+    stream: StreamState | None
+    started: float  # perf_counter, for the latency
+    settled: bool = False
+
+    @property
+    def models(self) -> list[str]:
+        """The model of each choice."""
+        return [t.model for t in self.tasks]
+
+    async def wait(self) -> dict[int, ResultMessage]:
+        """The results that arrive by the deadline."""
+        return await self.pending.wait(max(0.0, self.deadline - time.time()))
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A request's results and the status and body they make."""
+
+    results: dict[int, ResultMessage]
+    status: int
+    answer: CompletionResponse | ErrorBody
 
 
 class Gateway:
@@ -115,21 +151,48 @@ class Gateway:
             for i, model in enumerate(models)
         ]
 
-    async def run(self, tasks: list[TaskMessage]) -> dict[int, ResultMessage]:
-        """Publish the tasks of one request and wait for their results until the deadline."""
+    @contextlib.asynccontextmanager
+    async def flight(self, tasks: list[TaskMessage], *, stream: bool) -> AsyncIterator[Flight]:
+        """One request's lifecycle: admitted and counted, published, forgotten at the end.
+
+        Streamed and full answers both go through here, so the in-flight count and gauge, the
+        deadline and the cancellation of a request whose caller left cannot drift apart.
+        """
         request_id = tasks[0].request_id
+        state = self.streams.open(request_id) if stream else None
         pending = self.replies.expect(request_id, len(tasks))
+        # One deadline for publishing and waiting: a broker that is down answers 503 by it.
+        deadline = tasks[0].deadline or time.time() + self.settings.request_timeout_s
+        flight = Flight(tasks, pending, deadline, state, time.perf_counter())
         self.in_flight += 1
         self.metrics.in_flight.inc()
+        published = False
         try:
-            # One deadline for both steps: a broker that is down answers 503 by it, not later.
-            deadline = tasks[0].deadline or time.time() + self.settings.request_timeout_s
             await self.publisher.publish(tasks, timeout_s=deadline - time.time())
-            return await pending.wait(max(0.0, deadline - time.time()))
+            published = True
+            yield flight
         finally:
+            if state is not None:
+                self.streams.close(request_id)
             self.replies.forget(request_id)
             self.in_flight -= 1
             self.metrics.in_flight.dec()
+            if published and not flight.settled:  # the caller left: stop the workers
+                self.cancel_later(request_id)
+
+    def settle(self, flight: Flight, results: dict[int, ResultMessage]) -> Settled:
+        """The status and body of a flight's results, logged and measured once."""
+        models = flight.models
+        request_id = uuid.UUID(flight.tasks[0].request_id)
+        status, answer = assemble(request_id, models, results, self.settings.request_timeout_s)
+        self.observe(models, status, time.perf_counter() - flight.started)
+        flight.settled = True
+        return Settled(results, status, answer)
+
+    async def run(self, tasks: list[TaskMessage]) -> Settled:
+        """Publish the tasks of one request, wait for them until the deadline, settle."""
+        async with self.flight(tasks, stream=False) as flight:
+            return self.settle(flight, await flight.wait())
 
     def cancel_later(self, request_id: str) -> None:
         """Publish a cancellation without making the caller (who left) wait for it."""
@@ -177,7 +240,7 @@ class Gateway:
             message=f"{self.in_flight} requests in flight (KC_MAX_IN_FLIGHT="
             f"{self.settings.max_in_flight}); retry after a second",
         )
-        raise ApiError(429, detail, {"Retry-After": "1"})
+        raise ApiError(detail, {"Retry-After": "1"})
 
     def check_models(self, names: list[str]) -> list[ModelSpec]:
         """The specs of the requested models, or one error naming every one that cannot serve."""

@@ -1,5 +1,4 @@
-"""The front end's outermost layer: refuse undeclared methods and bodies that are not JSON or
-too large, count answers.
+"""The front end's outermost layer: refuse bodies that are not JSON or too large, count answers.
 
 A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs each request through
 extra tasks and memory streams, which cost about a third of the front end's CPU at a thousand
@@ -16,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.frontend.errors import error_response
 from producer.frontend.paths import Paths
+from producer.refusals import status_of
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
 
@@ -23,7 +23,7 @@ UPLOAD_PATH = "/v1/files"  # the one route whose body is multipart (a batch file
 
 
 class Guard:
-    """Checks methods, the media type and size of POST bodies, and counts every HTTP answer."""
+    """Checks the media type and size of POST bodies and counts every HTTP answer."""
 
     def __init__(
         self,
@@ -68,12 +68,10 @@ class Guard:
             self._metrics.requests.labels(route, model, str(status)).inc()
 
     async def _check(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
-        """A 405, 415 or 413 response for a request that is refused, and the receive to go on."""
-        resolved = self._paths.resolve(scope)
-        if resolved.allowed and resolved.route is None:
-            return _not_allowed(scope, resolved.allowed), receive
-        if scope["method"] != "POST" or not resolved.takes_body:
-            # No body read (a cancel, an unknown path: the router answers 404): none refused.
+        """A 415 or 413 response for a POST that is refused, and the receive to go on with."""
+        if scope["method"] != "POST" or not self._paths.resolve(scope).takes_body:
+            # No body read (a cancel), or the router answers (404; 405 with every method in
+            # Allow, from the same table: see errors.py): nothing to refuse here.
             return None, receive
         return await self._check_body(scope, receive)
 
@@ -96,7 +94,7 @@ class Guard:
                 value=media or None,
                 message=f"send the body as {expected} (got {media!r})",
             )
-            return error_response(415, detail), receive
+            return error_response(status_of(detail.code), detail), receive
         declared = headers.get(b"content-length", b"")
         if declared.isdigit():
             size = int(declared)
@@ -110,20 +108,7 @@ class Guard:
             value=size,
             message=f"the body is {size} bytes; the limit is {limit} bytes ({setting})",
         )
-        return error_response(413, detail), receive
-
-
-def _not_allowed(scope: Scope, allowed: frozenset[str]) -> ASGIApp:
-    """The 405 of a method the path does not declare, ``Allow`` naming every one it does."""
-    methods = ", ".join(sorted(allowed))
-    detail = ErrorDetail(
-        type="invalid_request_error",
-        code="method_not_allowed",
-        param="method",
-        value=scope["method"],
-        message=f"{scope['path']} takes {methods} (got {scope['method']})",
-    )
-    return error_response(405, detail, {"Allow": methods})
+        return error_response(status_of(detail.code), detail), receive
 
 
 async def _buffer(receive: Receive, limit: int) -> tuple[int, Receive]:

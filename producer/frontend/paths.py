@@ -2,7 +2,8 @@
 
 Starlette's router answers an undeclared method with the ``Allow`` of the first route whose path
 matches; where GET and POST of one path are separate routes (``/v1/files``, ``/v1/batches``)
-that names only one of them. The guard answers 405 from this table instead, with every method.
+that names only one of them. The 405 handler (``errors.py``) takes Allow from this table, and
+the body guard asks it whether the route of a POST reads a body at all.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Every line is checked before anything is published, with the same ranges as the HTTP API, and
 each problem names its line number (1-based; blank lines are skipped but still counted). A
 line's models must be in the registry, listed once each (a job answers one line per
-(``custom_id``, model)), and within the model's stop-sequence limit.
+(``custom_id``, model)), and able to serve its values (``schemas.limits``: stop sequences,
+vendor ranges, context), as the HTTP routes refuse them.
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.errors import KCError, ModelError
+from schemas.limits import first_refusal
 from schemas.registry import Registry
+from schemas.wire import Sampling
 
 MAX_CUSTOM_ID_CHARS = 256
 # Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
 # job always gets the same id, which is what makes resubmission and collection idempotent.
 _REQUEST_ID_NAMESPACE = uuid.UUID("6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10")
+LineT = TypeVar("LineT", bound="CheckedLine")
 
 
 class JobError(KCError):
@@ -52,6 +56,38 @@ class JobLine:
     custom_id: str
     request: CompletionRequest
 
+    @property
+    def tasks(self) -> int:
+        """One task per model of the line."""
+        return len(self.request.models)
+
+
+class CheckedLine(Protocol):
+    """A valid line of a checked file: its custom_id, and the tasks it makes."""
+
+    @property
+    def custom_id(self) -> str:
+        """The caller's id of the line, unique in its file."""
+        ...
+
+    @property
+    def tasks(self) -> int:
+        """How many tasks the line makes."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedFile(Generic[LineT]):
+    """The valid lines of a checked file (a job or a batch input), and the others' problems."""
+
+    lines: list[LineT]
+    problems: list[LineProblem]
+
+    @property
+    def tasks(self) -> int:
+        """How many tasks the valid lines make."""
+        return sum(line.tasks for line in self.lines)
+
 
 @dataclass(frozen=True, slots=True)
 class LineProblem:
@@ -65,11 +101,8 @@ class LineProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class JobFile:
+class JobFile(CheckedFile[JobLine]):
     """The valid lines of a job file, and the problems of the others."""
-
-    lines: list[JobLine]
-    problems: list[LineProblem]
 
     @property
     def digest(self) -> str:
@@ -79,11 +112,6 @@ class JobFile:
             h.update(line.custom_id.encode() + b"\0")
             h.update(line.request.model_dump_json().encode() + b"\n")
         return h.hexdigest()
-
-    @property
-    def tasks(self) -> int:
-        """How many (custom_id, model) tasks the valid lines make."""
-        return sum(len(line.request.models) for line in self.lines)
 
 
 def request_id(job_id: str, custom_id: str, model: str) -> str:
@@ -98,22 +126,46 @@ def default_job_id(data: bytes) -> str:
 
 def parse_job_file(raw_lines: Iterable[str], registry: Registry) -> JobFile:
     """Check every line; the valid ones and each problem with its line number."""
-    lines: list[JobLine] = []
+    numbered = ((n, raw) for n, raw in enumerate(raw_lines, start=1) if raw.strip())
     problems: list[LineProblem] = []
-    ids = UniqueIds("job")
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
+    lines = check_lines(numbered, lambda n, body: _job_line(n, body, registry), "job", problems)
+    return JobFile(lines, problems)
+
+
+class BadLine(Exception):
+    """Why one line of a checked file cannot be used: its LineProblem's reason."""
+
+
+def check_lines(
+    numbered: Iterable[tuple[int, str]],
+    parse: Callable[[int, dict[str, Any]], LineT],
+    scope: str,
+    problems: list[LineProblem],
+) -> list[LineT]:
+    """The lines ``parse`` makes of each JSON object; a problem for each other line."""
+    lines: list[LineT] = []
+    ids = UniqueIds(scope)
+    for number, raw in numbered:
         try:
-            line = _parse_line(number, raw, registry)
-        except _BadLine as exc:
+            line = parse(number, _json_object(raw))
+        except BadLine as exc:
             problems.append(LineProblem(number, str(exc)))
             continue
         if (repeated := ids.problem(number, line.custom_id)) is not None:
             problems.append(repeated)
             continue
         lines.append(line)
-    return JobFile(lines, problems)
+    return lines
+
+
+def custom_id_of(value: Any) -> str:
+    """A line's ``custom_id``, or the BadLine saying what it must be."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CUSTOM_ID_CHARS:
+        raise BadLine(
+            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
+            f"characters (got {value!r})"
+        )
+    return value
 
 
 class UniqueIds:
@@ -135,23 +187,18 @@ class UniqueIds:
         )
 
 
-class _BadLine(Exception):
-    pass
-
-
-def _parse_line(number: int, raw: str, registry: Registry) -> JobLine:
+def _json_object(raw: str) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
     if not isinstance(body, dict):
-        raise _BadLine(f"must be a JSON object, got {type(body).__name__}")
-    custom_id = body.pop("custom_id", None)
-    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
-        raise _BadLine(
-            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
-            f"characters (got {custom_id!r})"
-        )
+        raise BadLine(f"must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _job_line(number: int, body: dict[str, Any], registry: Registry) -> JobLine:
+    custom_id = custom_id_of(body.pop("custom_id", None))
     request = _request(body)
     _check_models(request, registry)
     return JobLine(number, custom_id, request)
@@ -164,25 +211,22 @@ def _request(body: dict[str, Any]) -> CompletionRequest:
         # The HTTP API's wording, so a job file and a request are refused the same way.
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         _, detail = describe_validation(errors)
-        raise _BadLine(detail.message) from exc
+        raise BadLine(detail.message) from exc
 
 
 def _check_models(request: CompletionRequest, registry: Registry) -> None:
     models = request.models
     repeated = sorted({m for m in models if models.count(m) > 1})
     if repeated:
-        raise _BadLine(
+        raise BadLine(
             f"model: {', '.join(repeated)} listed more than once; a job answers each "
             "(custom_id, model) once (use another custom_id for another sample)"
         )
+    specs = []
     for name in models:
         try:
-            spec = registry.get(name)
+            specs.append(registry.get(name))
         except ModelError as exc:
-            raise _BadLine(f"model: {exc}") from exc
-        stops = len(request.stop or ())
-        if stops > spec.max_stop_sequences:
-            raise _BadLine(
-                f"stop: {name} accepts at most {spec.max_stop_sequences} stop sequences "
-                f"(got {stops})"
-            )
+            raise BadLine(f"model: {exc}") from exc
+    if (refusal := first_refusal(Sampling.of_request(request), specs)) is not None:
+        raise BadLine(refusal.message)

@@ -195,6 +195,21 @@ async def backend_worker(
         await task
 
 
+@contextlib.asynccontextmanager
+async def echo_through(settings: Settings, backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    """A front end before a worker serving ``echo`` with ``backend``, closed before it stops."""
+    try:
+        async with (
+            backend_worker(settings, load_registry().get("echo"), backend),
+            front_end(settings) as client,
+        ):
+            await wait_live(client, "echo")
+            yield client
+            await backend.aclose()  # a backend holding tasks lets the worker stop
+    finally:
+        await backend.aclose()
+
+
 @contextlib.contextmanager
 def transformers_serve(
     checkpoint: Path,

@@ -128,6 +128,23 @@ async def test_an_invalid_file_is_refused_and_nothing_is_published(
     assert skipped.published == 3 and [p.number for p in skipped.skipped] == [2, 4]
 
 
+async def test_a_line_only_a_vendors_range_refuses_is_named_before_publishing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    job_file = write_job(tmp_path / "job.jsonl", 3)
+    lines = job_file.read_text().splitlines()
+    cohere = {"custom_id": "c", "prompt": "p", "model": "cohere-command", "max_tokens": 4}
+    lines[1] = json.dumps(cohere | {"frequency_penalty": -0.5})  # in the API's range, not Cohere's
+    job_file.write_text("\n".join(lines) + "\n")
+    await ensure_topics(settings, ["echo", "cohere-command"])
+    with pytest.raises(JobFileInvalid) as refused:
+        await submit(settings, job_file, job_id="vendor-range", progress=False)
+    assert "line 2: frequency_penalty: cohere-command accepts 0 to 2" in str(refused.value)
+    topics = Topics(settings.topic_prefix)
+    published = [topics.bulk("echo"), topics.bulk("cohere-command"), topics.jobs]
+    assert await count_records(settings, published) == 0
+
+
 @pytest.mark.model
 async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(
     settings: Settings, tmp_path: Path

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.registry import load_registry
 from schemas.settings import Settings
 from tests.conftest import API_KEY, make_settings
 from tests.integration.harness import (
     LOCAL,
+    ScriptedBackend,
     committed_results,
+    echo_through,
     front_end,
     spec_body,
     wait_live,
     worker,
 )
+from worker.backends.echo import EchoBackend
+from worker.task import Delta, Event, Task
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model]
 
@@ -253,3 +262,93 @@ async def test_at_most_16_stop_strings_over_http(
     refused = await http.post(path, json=body | {"stop": [*sixteen, "zz16"]})
     assert refused.status_code in (400, 422), refused.text
     assert refused.json()["error"]["param"] == "stop"
+
+
+async def _both_usages(
+    http: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """The usage of the full answer, and the usage chunks of the streamed one."""
+    full = await http.post(path, json=body)
+    assert full.status_code == 200, full.text
+    streamed = []
+    asked = body | {"stream": True, "stream_options": {"include_usage": True}}
+    async with http.stream("POST", path, json=asked) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and (chunk := json.loads(line[6:])).get("usage"):
+                streamed.append(chunk["usage"])
+    return full.json()["usage"], streamed
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "completion_tokens"),
+    [
+        # Two prompts of 3 and 2 words (echo counts words), two choices each: 5 prompt tokens.
+        ("/v1/completions", {"prompt": ["one two three", "four five"], "max_tokens": 4}, 16),
+        ("/v1/chat/completions", {"messages": [USER_HI], "max_tokens": 3}, 6),
+    ],
+)
+async def test_streamed_and_full_answers_report_the_same_usage(
+    sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient],
+    path: str,
+    body: dict[str, Any],
+    completion_tokens: int,
+) -> None:
+    _, http = sdk
+    full, streamed = await _both_usages(http, path, {"model": "echo", "n": 2, **body})
+    assert full["completion_tokens"] == completion_tokens
+    if "prompt" in body:
+        assert full["prompt_tokens"] == 5  # each distinct prompt once, not once per choice
+    assert streamed == [full]
+
+
+class _Gated(ScriptedBackend):
+    """Echo, but a streaming task waits after its first delta until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self._echo = EchoBackend(load_registry().get("echo"))
+        self.gate = asyncio.Event()
+
+    async def run(self, tasks: Sequence[Task]) -> AsyncIterator[tuple[Task, Event]]:
+        """Echo's events, held after the first delta of each streaming task."""
+        async for task, event in self._echo.run(tasks):
+            yield task, event
+            if isinstance(event, Delta):
+                await self.gate.wait()
+
+    async def aclose(self) -> None:
+        """Let a held stream finish."""
+        self.gate.set()
+
+
+@pytest.fixture(scope="module")
+async def gated(kafka_bootstrap: str) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event]]:
+    """A front end before an echo worker whose streams wait for the gate yielded beside it."""
+    backend = _Gated()
+    async with echo_through(make_settings(kafka_bootstrap), backend) as client:
+        yield client, backend.gate
+
+
+async def _in_flight(http: httpx.AsyncClient) -> float:
+    exposition = (await http.get("/metrics")).text
+    (family,) = [
+        f for f in text_string_to_metric_families(exposition) if f.name.endswith("_in_flight")
+    ]
+    assert family.name == "kc_requests_in_flight"
+    return float(family.samples[0].value)
+
+
+async def test_a_stream_counts_in_flight_while_it_runs(
+    gated: tuple[httpx.AsyncClient, asyncio.Event],
+) -> None:
+    http, gate = gated
+    body = {"model": "echo", "prompt": "one two three", "max_tokens": 6, "stream": True}
+    assert await _in_flight(http) == 0
+    async with http.stream("POST", "/v1/completions", json=body) as response:
+        lines = (line async for line in response.aiter_lines() if line.startswith("data: "))
+        first = await anext(lines)
+        assert '"text":"one"' in first
+        assert await _in_flight(http) == 1  # the worker holds the rest of the text
+        gate.set()
+        rest = [line async for line in lines]
+    assert rest[-1] == "data: [DONE]"
+    assert await _in_flight(http) == 0

@@ -16,15 +16,12 @@ import httpx
 import openai
 import pytest
 
-from schemas.registry import load_registry
 from schemas.settings import Settings
 from tests.conftest import API_KEY, make_settings
 from tests.integration.harness import (
     LOCAL,
     ScriptedBackend,
-    backend_worker,
-    front_end,
-    wait_live,
+    echo_through,
 )
 from worker.task import Delta, Failure, Outcome, Task
 
@@ -57,17 +54,8 @@ async def stalled(kafka_bootstrap: str) -> AsyncIterator[tuple[httpx.AsyncClient
     settings = make_settings(
         kafka_bootstrap, max_in_flight=1, request_timeout_s=_DEADLINE_S, drain_timeout_s=1
     )
-    backend = _Stalled()
-    try:
-        async with (
-            backend_worker(settings, load_registry().get("echo"), backend),
-            front_end(settings) as client,
-        ):
-            await wait_live(client, "echo")
-            yield client, settings
-            await backend.aclose()
-    finally:
-        await backend.aclose()
+    async with echo_through(settings, _Stalled()) as client:
+        yield client, settings
 
 
 def _openai_error(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -135,7 +135,7 @@ FORBIDDEN = {
     "worker": ("producer", "devstack"),
 }
 BATCH_MODEL = "producer.jobs.batch"
-SHARED = ("producer.assemble", "producer.params", "producer.publisher", "producer.refusals")
+SHARED = ("producer.assemble", "producer.publisher", "producer.refusals")
 
 
 def test_dependencies_run_one_way() -> None:

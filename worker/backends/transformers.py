@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from jinja2 import TemplateError
 
+from schemas.limits import context_refusal
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
@@ -73,7 +74,8 @@ class TransformersBackend:
         self._anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
         self._anchor_len = len(self._decode_bare([self._anchor]))
         self._max_batch = max_batch
-        self._context = int(getattr(model.config, "max_position_embeddings", 2048))
+        checkpoint = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._context = min(checkpoint, spec.context_tokens or checkpoint)
         eos = model.generation_config.eos_token_id
         self._eos = frozenset(eos if isinstance(eos, list) else [eos])
         pad = tokenizer.pad_token_id
@@ -248,13 +250,8 @@ class TransformersBackend:
         if deadline is not None and time.time() > deadline:
             return Failure("deadline_exceeded", "the deadline passed while the task waited")
         max_tokens = task.message.sampling.max_tokens
-        if prompt_tokens + max_tokens <= self._context:
-            return None
-        return Failure(
-            "invalid_request",
-            f"prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}, but "
-            f"{self._spec.name} holds {self._context} tokens in all; shorten one of them",
-        )
+        refusal = context_refusal(self._spec.name, self._context, max_tokens, prompt_tokens)
+        return None if refusal is None else Failure("invalid_request", refusal.message)
 
     def _decode(self, tokens: list[int]) -> str:
         """Generated ids as text, a leading space kept (see ``_anchor``)."""

@@ -26,28 +26,21 @@ def answered() -> Iterator[None]:
         yield
     except BatchError as exc:
         if isinstance(exc, NotFound):
-            status, code = 404, "not_found"
+            code = "not_found"
         elif isinstance(exc, Conflict):
-            status, code = 409, "conflict"
+            code = "conflict"
         else:
-            status, code = 400, "invalid_request"
+            code = "invalid_request"
         detail = ErrorDetail(
             type="invalid_request_error", code=code, message=str(exc), param=exc.param
         )
-        raise ApiError(status, detail) from exc
+        raise ApiError(detail) from exc
 
 
 def file_object(file: FileRecord | OutputView) -> FileObject:
     """OpenAI's File object of an upload or of a batch's output."""
     if isinstance(file, FileRecord):
-        return FileObject(
-            id=file.id,
-            bytes=file.bytes,
-            created_at=file.created_at,
-            filename=file.filename,
-            purpose=file.purpose,
-            expires_at=file.expires_at,
-        )
+        return FileObject.model_validate(file.model_dump(include=_FILE_FIELDS))
     batch = file.batch
     return FileObject(
         id=file.id,
@@ -61,27 +54,19 @@ def file_object(file: FileRecord | OutputView) -> FileObject:
 
 def batch_object(service: BatchService, batch: BatchRecord) -> BatchObject:
     """OpenAI's Batch object, with its counts as they stand."""
-    return BatchObject(
-        id=batch.id,
-        endpoint=batch.endpoint,
-        errors=batch.errors,
-        input_file_id=batch.input_file_id,
-        completion_window=batch.completion_window,
-        status=batch.status,
-        output_file_id=batch.output.id if batch.output else None,
-        error_file_id=batch.error_file.id if batch.error_file else None,
-        created_at=batch.created_at,
-        in_progress_at=batch.in_progress_at,
-        expires_at=batch.expires_at,
-        finalizing_at=batch.finalizing_at,
-        completed_at=batch.completed_at,
-        failed_at=batch.failed_at,
-        expired_at=batch.expired_at,
-        cancelling_at=batch.cancelling_at,
-        cancelled_at=batch.cancelled_at,
-        request_counts=service.counts(batch),
-        metadata=batch.metadata,
+    return BatchObject.model_validate(
+        batch.model_dump(include=_BATCH_FIELDS)
+        | {
+            "output_file_id": batch.output.id if batch.output else None,
+            "error_file_id": batch.error_file.id if batch.error_file else None,
+            "request_counts": service.counts(batch),
+        }
     )
+
+
+# What the kept records and OpenAI's objects share, copied across by name.
+_FILE_FIELDS = set(FileObject.model_fields) & set(FileRecord.model_fields)
+_BATCH_FIELDS = set(BatchObject.model_fields) & set(BatchRecord.model_fields)
 
 
 def page(items: list[Any], ids: list[str], after: str | None, limit: int) -> ListPage:

@@ -1,17 +1,15 @@
 """``POST /v1/completion``: the service's own completion route (one choice per model)."""
 
-import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from producer.assemble import assemble
 from producer.frontend.auth import Auth
 from producer.frontend.errors import error_response
 from producer.frontend.gateway import Gateway
-from producer.params import check_params
+from producer.refusals import check_limits
 from schemas.api import CompletionRequest, CompletionResponse, ErrorBody
 from schemas.wire import Sampling
 
@@ -41,7 +39,7 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
         front.check_room()
         specs = front.check_models(models)
         sampling = Sampling.of_request(body)
-        check_params(sampling, specs)
+        check_limits(sampling, specs)
         return await _complete(front, body, models, sampling, key_id)
 
     return routes
@@ -50,13 +48,9 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
 async def _complete(
     front: Gateway, body: CompletionRequest, models: list[str], sampling: Sampling, key_id: str
 ) -> Response:
-    started = time.perf_counter()
-    request_id = uuid.uuid4()
     prompts = [body.prompt] * len(models)
-    tasks = front.tasks_for(request_id, models, sampling, key_id, prompts=prompts)
-    results = await front.run(tasks)
-    status, answer = assemble(request_id, models, results, front.settings.request_timeout_s)
-    front.observe(models, status, time.perf_counter() - started)
-    if isinstance(answer, ErrorBody):
-        return error_response(status, answer.error)
-    return Response(answer.model_dump_json(), media_type="application/json")
+    tasks = front.tasks_for(uuid.uuid4(), models, sampling, key_id, prompts=prompts)
+    settled = await front.run(tasks)
+    if isinstance(settled.answer, ErrorBody):
+        return error_response(settled.status, settled.answer.error)
+    return Response(settled.answer.model_dump_json(), media_type="application/json")

@@ -2,26 +2,25 @@
 
 Every line is checked with the rules of its HTTP route: the body model of ``url``
 (``/v1/chat/completions``, ``/v1/completions`` or our ``/v1/completion``), every model in the
-registry and configured, and the per-model limits (``producer.params.check_params``). Each
+registry and configured, and the per-model limits (``schemas.limits``). Each
 problem names its line number (1-based; blank lines are skipped but counted). ``stream`` is
 refused: a batch line is answered in the output file, not as server-sent events.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from producer.jobs.jobfile import MAX_CUSTOM_ID_CHARS, LineProblem, UniqueIds
-from producer.params import check_params
-from producer.refusals import ApiError, describe_validation
+from producer.jobs.jobfile import BadLine, CheckedFile, LineProblem, check_lines, custom_id_of
+from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.batch import ENDPOINTS
 from schemas.errors import ModelError
+from schemas.limits import first_refusal
 from schemas.openai import ChatCompletionsRequest, CompletionsRequest
 from schemas.registry import Registry
 from schemas.settings import Settings
@@ -53,27 +52,20 @@ class BatchLine:
     choices: tuple[Choice, ...]
     sampling: Sampling
 
-
-@dataclass(frozen=True, slots=True)
-class BatchFile:
-    """The valid lines of an input file and the problems of the others."""
-
-    lines: list[BatchLine]
-    problems: list[LineProblem]
-
     @property
     def tasks(self) -> int:
-        """How many tasks the valid lines make."""
-        return sum(len(line.choices) for line in self.lines)
+        """One task per choice."""
+        return len(self.choices)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile(CheckedFile[BatchLine]):
+    """The valid lines of an input file and the problems of the others."""
 
     @property
     def models(self) -> list[str]:
         """Every model the lines name."""
         return sorted({c.model for line in self.lines for c in line.choices})
-
-
-class _BadLine(Exception):
-    pass
 
 
 def parse_batch_file(
@@ -83,69 +75,50 @@ def parse_batch_file(
     endpoint: str | None = None,
 ) -> BatchFile:
     """Check every line (against ``endpoint`` when the batch names one)."""
-    lines: list[BatchLine] = []
     problems: list[LineProblem] = []
-    ids = UniqueIds("batch")
-    for number, raw in _numbered(content, problems):
-        if len(lines) + len(problems) >= settings.batch_max_lines:
-            problems.append(
-                LineProblem(
-                    number, f"more than {settings.batch_max_lines} lines (KC_BATCH_MAX_LINES)"
-                )
-            )
-            break
-        try:
-            line = _parse_line(number, raw, registry, settings, endpoint)
-        except _BadLine as exc:
-            problems.append(LineProblem(number, str(exc)))
-            continue
-        if (repeated := ids.problem(number, line.custom_id)) is not None:
-            problems.append(repeated)
-            continue
-        lines.append(line)
+    lines = check_lines(
+        _numbered(content, settings.batch_max_lines, problems),
+        lambda n, line: _batch_line(n, line, registry, settings, endpoint),
+        "batch",
+        problems,
+    )
     if not lines and not problems:
         problems.append(LineProblem(1, "the file has no line"))
     return BatchFile(lines, problems)
 
 
-def _numbered(content: bytes, problems: list[LineProblem]) -> Iterator[tuple[int, str]]:
+def _numbered(content: bytes, most: int, problems: list[LineProblem]) -> Iterator[tuple[int, str]]:
+    seen = 0
     for number, raw in enumerate(content.split(b"\n"), start=1):
         if not raw.strip():
             continue
+        if seen == most:
+            problems.append(LineProblem(number, f"more than {most} lines (KC_BATCH_MAX_LINES)"))
+            return
+        seen += 1
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             problems.append(LineProblem(number, f"not UTF-8: {exc.reason} at byte {exc.start}"))
 
 
-def _parse_line(
-    number: int, raw: str, registry: Registry, settings: Settings, endpoint: str | None
+def _batch_line(
+    number: int, line: dict[str, Any], registry: Registry, settings: Settings, endpoint: str | None
 ) -> BatchLine:
-    try:
-        line = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise _BadLine(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
-    if not isinstance(line, dict):
-        raise _BadLine(f"must be a JSON object, got {type(line).__name__}")
     unknown = sorted(set(line) - {"custom_id", "method", "url", "body"})
     if unknown:
-        raise _BadLine(f"{unknown[0]}: unknown field; a line has custom_id, method, url, body")
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
-        raise _BadLine(
-            f"custom_id: required, a non-empty string of at most {MAX_CUSTOM_ID_CHARS} "
-            f"characters (got {custom_id!r})"
-        )
+        raise BadLine(f"{unknown[0]}: unknown field; a line has custom_id, method, url, body")
+    custom_id = custom_id_of(line.get("custom_id"))
     if line.get("method") != "POST":
-        raise _BadLine(f"method: must be 'POST' (got {line.get('method')!r})")
+        raise BadLine(f"method: must be 'POST' (got {line.get('method')!r})")
     url = line.get("url")
     if url not in ENDPOINTS:
-        raise _BadLine(f"url: must be one of {', '.join(ENDPOINTS)} (got {url!r})")
+        raise BadLine(f"url: must be one of {', '.join(ENDPOINTS)} (got {url!r})")
     if endpoint is not None and url != endpoint:
-        raise _BadLine(f"url: {url} differs from the batch's endpoint {endpoint}")
+        raise BadLine(f"url: {url} differs from the batch's endpoint {endpoint}")
     body = line.get("body")
     if not isinstance(body, dict):
-        raise _BadLine(f"body: must be a JSON object (got {type(body).__name__})")
+        raise BadLine(f"body: must be a JSON object (got {type(body).__name__})")
     choices, sampling = _plan(url, _validated(url, body))
     _check_models(choices, sampling, registry, settings)
     return BatchLine(number, custom_id, url, choices, sampling)
@@ -153,14 +126,14 @@ def _parse_line(
 
 def _validated(url: str, body: dict[str, Any]) -> BaseModel:
     if body.get("stream"):
-        raise _BadLine("body.stream: a batch line cannot stream (got True)")
+        raise BadLine("body.stream: a batch line cannot stream (got True)")
     try:
         return _BODIES[url].model_validate(body)
     except ValidationError as exc:
         # The HTTP routes' wording, so a line and a request are refused the same way.
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         _, detail = describe_validation(errors)
-        raise _BadLine(f"body.{detail.message}") from exc
+        raise BadLine(f"body.{detail.message}") from exc
 
 
 def _plan(url: str, body: BaseModel) -> tuple[tuple[Choice, ...], Sampling]:
@@ -186,12 +159,10 @@ def _check_models(
         try:
             spec = registry.get(name)
         except ModelError as exc:
-            raise _BadLine(f"body.model: {exc}") from exc
+            raise BadLine(f"body.model: {exc}") from exc
         reason = spec.unavailable_reason(settings)
         if reason is not None:
-            raise _BadLine(f"body.model: {name}: {reason}")
+            raise BadLine(f"body.model: {name}: {reason}")
         specs.append(spec)
-    try:
-        check_params(sampling, specs)
-    except ApiError as exc:
-        raise _BadLine(f"body.{exc.detail.message}") from exc
+    if (refusal := first_refusal(sampling, specs)) is not None:
+        raise BadLine(f"body.{refusal.message}")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from producer.frontend.deltas import StreamState
-from producer.frontend.relay import _Relay
+from producer.frontend.relay import Relay
 from schemas.openai import OpenAIUsage
 from schemas.wire import ChoiceResult, ResultMessage, StreamChunk, TaskError
 
@@ -54,7 +54,7 @@ def _chunk(index: int, seq: int, delta: str) -> StreamChunk:
 
 async def _relay(
     events: list[StreamChunk | tuple[int, ResultMessage]], choices: int, within_s: float = 2.0
-) -> tuple[list[dict[str, Any]], _Relay]:
+) -> tuple[list[dict[str, Any]], Relay]:
     state = StreamState()
     loop = asyncio.get_running_loop()
     futures: dict[int, asyncio.Future[ResultMessage]] = {
@@ -70,7 +70,7 @@ async def _relay(
                 futures[event[0]].set_result(event[1])
 
     feeder = asyncio.create_task(feed())
-    relay = _Relay(choices, _Chunks())
+    relay = Relay(choices, _Chunks())
     out = [
         json.loads(raw.removeprefix(b"data: "))
         async for raw in relay.run(state.queue, state.accept, futures, time.time() + within_s)

@@ -59,6 +59,27 @@ def test_each_kind_of_bad_line_is_explained(raw: str, words: str) -> None:
     assert [j.custom_id for j in job.lines] == ["ok"]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"presence_penalty": -0.5}, "presence_penalty: cohere-command accepts 0 to 2"),
+        ({"stop": list("abcdef")}, "stop: cohere-command accepts at most 5 stop sequences"),
+    ],
+)
+def test_a_value_only_the_vendor_refuses_is_named_with_its_line(
+    overrides: dict[str, Any], words: str
+) -> None:
+    # The same values pass the HTTP schema's ranges and the echo model: only the rule of
+    # schemas.limits, applied to job lines as to requests, refuses them.
+    fine = line("b", model="echo", **overrides)
+    job = parse_job_file(
+        [line("a"), line("b", model="cohere-command", **overrides), fine], REGISTRY
+    )
+    assert [p.number for p in job.problems] == [2]
+    assert job.problems[0].reason.startswith(words)
+    assert [j.number for j in job.lines] == [1, 3]
+
+
 def test_request_ids_are_deterministic_per_job_line_and_model() -> None:
     first = request_id("job-1", "a", "echo")
     assert first == request_id("job-1", "a", "echo")

@@ -1,7 +1,7 @@
-"""The guard's method and body checks on paths whose methods are separate routes (the Batch API).
+"""The route table through the app: a 405's Allow, and which POSTs the body guard checks.
 
 The app is built without its lifespan and pointed at a port nothing listens on: every answer
-here comes from the guard or from a route's lookup in the (empty) batch book, never from Kafka.
+here comes from the router, the guard or a lookup in the (empty) batch book, never from Kafka.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def test_a_405_names_every_method_its_path_declares(
     response = client.request(method, path, content=b"x", headers={"Content-Type": "text/plain"})
     assert response.status_code == 405, response.text
     assert response.headers["allow"] == allow
-    error = response.json()["error"]
-    assert (error["code"], error["value"]) == ("method_not_allowed", method)
+    assert response.json()["error"]["code"] == "405"
 
 
 @pytest.mark.parametrize(
