@@ -28,6 +28,21 @@ BatchStatus = Literal[
 ]
 TERMINAL: frozenset[str] = frozenset({"failed", "completed", "expired", "cancelled"})
 FilePurpose = Literal["batch", "batch_output"]
+# What the upload's ``file`` part declares. A batch file is JSON Lines whose every line must pass
+# its route's validation with a configured model, which no JSON Schema keyword can say of a
+# file; the document declares the simplest file every registry accepts (one line for ``echo``,
+# which needs no weights and no key), so that a client or fuzzer reading it sends such files.
+UPLOAD_FILE_PATTERN = (
+    r'^\{"custom_id": "[A-Za-z0-9_-]{1,64}", "method": "POST", "url": "/v1/completion", '
+    r'"body": \{"model": "echo", "prompt": "[A-Za-z0-9 ]{1,64}"\}\}\n?$'
+)
+UPLOAD_FILE_SCHEMA: dict[str, Any] = {
+    "pattern": UPLOAD_FILE_PATTERN,
+    "description": (
+        "JSON Lines of {custom_id, method, url, body}, each line valid for its url with a "
+        "configured model; the pattern is one such file (the README's OpenAI Batch API section)"
+    ),
+}
 Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)]
 
 

@@ -15,6 +15,7 @@ from producer.frontend.auth import bearer_key
 from producer.frontend.errors import install_handlers
 from producer.frontend.gateway import Gateway
 from producer.frontend.guard import Guard
+from producer.frontend.paths import Paths
 from producer.frontend.responses import declare_responses
 from producer.frontend.routes import batches, completion, files, openai, ops
 from schemas.registry import Registry
@@ -37,17 +38,21 @@ def create_app(
 
     app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
     app.state.front = front
-    app.add_middleware(
-        Guard,
-        metrics=front.metrics,
-        max_body_bytes=settings.max_body_bytes,
-        # An upload carries a whole batch file, plus the multipart framing.
-        max_upload_bytes=settings.batch_max_bytes + 64 * 1024,
-    )
-    install_handlers(app)
     authenticated = bearer_key(front.keys)
+    every_route = list(app.routes)  # the document's own (/openapi.json, /docs)
     for family in (completion, ops, openai, files, batches):
         routes = family.router(front, authenticated)
         declare_responses(routes)
         app.include_router(routes)
+        every_route.extend(routes.routes)
+    paths = Paths(every_route)
+    install_handlers(app, paths)
+    app.add_middleware(
+        Guard,
+        metrics=front.metrics,
+        paths=paths,
+        max_body_bytes=settings.max_body_bytes,
+        # An upload carries a whole batch file, plus the multipart framing.
+        max_upload_bytes=settings.batch_max_bytes + 64 * 1024,
+    )
     return app

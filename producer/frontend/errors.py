@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from producer.frontend.paths import Paths
 from producer.refusals import ApiError, describe_validation, model_errors, status_of
 from schemas.api import ErrorBody, ErrorDetail
 from schemas.errors import BrokerUnavailable, ModelUnavailable
@@ -35,8 +36,8 @@ def _status_for(request: Request, detail: ErrorDetail) -> int:
     return status_of(detail.code, openai=path in OPENAI_PATHS or path.startswith(OPENAI_PREFIXES))
 
 
-def install_handlers(app: FastAPI) -> None:
-    """Answer every error in the ErrorBody shape."""
+def install_handlers(app: FastAPI, paths: Paths) -> None:
+    """Answer every error in the ErrorBody shape (``paths``: every route, for a 405's Allow)."""
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -48,7 +49,7 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(_status_for(request, detail), detail)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (bad UTF-8)
             detail = ErrorDetail(
                 type="invalid_request_error",
@@ -57,7 +58,12 @@ def install_handlers(app: FastAPI) -> None:
             )
             return error_response(status_of(detail.code), detail)
         detail = ErrorDetail(type="http_error", code=str(exc.status_code), message=str(exc.detail))
-        return error_response(exc.status_code, detail, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # The router names the methods of the first route of the path only; GET and POST of
+            # /v1/files (and /v1/batches) are two routes.
+            headers["Allow"] = ", ".join(sorted(paths.resolve(request.scope).allowed))
+        return error_response(exc.status_code, detail, headers)
 
     @app.exception_handler(BrokerUnavailable)
     async def _broker(_: Request, exc: BrokerUnavailable) -> JSONResponse:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.frontend.errors import error_response
+from producer.frontend.paths import Paths
 from producer.refusals import status_of
 from schemas.api import ErrorDetail
 from schemas.metrics import FrontendMetrics
@@ -29,11 +29,13 @@ class Guard:
         self,
         app: ASGIApp,
         metrics: FrontendMetrics,
+        paths: Paths,
         max_body_bytes: int,
         max_upload_bytes: int | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
+        self._paths = paths
         self._limit = max_body_bytes
         self._upload_limit = max_upload_bytes or max_body_bytes
 
@@ -50,7 +52,7 @@ class Guard:
             await send(message)
 
         try:
-            refusal, receive = await self._check_body(scope, receive)
+            refusal, receive = await self._check(scope, receive)
             if refusal is not None:
                 await refusal(scope, receive, send_counted)
             else:
@@ -65,10 +67,16 @@ class Guard:
         for model in state.get("models") or [""]:
             self._metrics.requests.labels(route, model, str(status)).inc()
 
-    async def _check_body(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
+    async def _check(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
         """A 415 or 413 response for a POST that is refused, and the receive to go on with."""
-        if scope["method"] != "POST" or not _routed(scope):
-            return None, receive  # no body expected: the router answers (404, 405 with Allow)
+        if scope["method"] != "POST" or not self._paths.resolve(scope).takes_body:
+            # No body read (a cancel), or the router answers (404; 405 with every method in
+            # Allow, from the same table: see errors.py): nothing to refuse here.
+            return None, receive
+        return await self._check_body(scope, receive)
+
+    async def _check_body(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Receive]:
+        """A 415 or 413 response for a POST body that is refused, and the receive to go on."""
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         upload = scope["path"] == UPLOAD_PATH
@@ -101,12 +109,6 @@ class Guard:
             message=f"the body is {size} bytes; the limit is {limit} bytes ({setting})",
         )
         return error_response(status_of(detail.code), detail), receive
-
-
-def _routed(scope: Scope) -> bool:
-    """Whether a route takes this method on this path (``scope["app"]`` is set by Starlette)."""
-    routes = getattr(scope.get("app"), "routes", ())
-    return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
 
 async def _buffer(receive: Receive, limit: int) -> tuple[int, Receive]:

@@ -12,13 +12,27 @@ from producer.frontend.auth import Auth
 from producer.frontend.routes.answers import HasBatches, answered, batch_object, page
 from schemas.batch import BatchCreate, BatchObject, ListPage
 
+# OpenAPI links: what a client (or a stateful fuzzer) does next with a batch it created.
+_CREATED = {
+    "links": {
+        f"{name}Batch": {
+            "operationRef": ref,
+            "parameters": {"batch_id": "$response.body#/id"},
+        }
+        for name, ref in (
+            ("Retrieve", "#/paths/~1v1~1batches~1{batch_id}/get"),
+            ("Cancel", "#/paths/~1v1~1batches~1{batch_id}~1cancel/post"),
+        )
+    }
+}
+
 
 def router(front: HasBatches, authenticated: Auth) -> APIRouter:
     """The batches routes over the front end's batch service."""
     routes = APIRouter()
     service = front.batches
 
-    @routes.post("/v1/batches", response_model=BatchObject)
+    @routes.post("/v1/batches", response_model=BatchObject, responses={200: _CREATED})
     async def create_batch(
         body: BatchCreate, key_id: Annotated[str, Depends(authenticated)]
     ) -> BatchObject:

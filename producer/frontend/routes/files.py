@@ -13,7 +13,28 @@ from fastapi.responses import Response, StreamingResponse
 
 from producer.frontend.auth import Auth
 from producer.frontend.routes.answers import HasBatches, answered, file_object, page
-from schemas.batch import FileDeleted, FileObject, ListPage
+from schemas.batch import UPLOAD_FILE_SCHEMA, FileDeleted, FileObject, ListPage
+
+
+class JsonLines(StreamingResponse):
+    """A file's content, streamed: its media type is what the OpenAPI document declares."""
+
+    media_type = "application/jsonl"
+
+
+# The OpenAPI link from an upload to a batch of it, at the url its declared lines name.
+_UPLOADED = {
+    "links": {
+        "CreateBatch": {
+            "operationRef": "#/paths/~1v1~1batches/post",
+            "requestBody": {
+                "input_file_id": "$response.body#/id",
+                "endpoint": "/v1/completion",
+                "completion_window": "24h",
+            },
+        }
+    }
+}
 
 
 def router(front: HasBatches, authenticated: Auth) -> APIRouter:
@@ -21,10 +42,11 @@ def router(front: HasBatches, authenticated: Auth) -> APIRouter:
     routes = APIRouter()
     service = front.batches
 
-    @routes.post("/v1/files", response_model=FileObject)
+    @routes.post("/v1/files", response_model=FileObject, responses={200: _UPLOADED})
     async def create_file(
-        file: Annotated[UploadFile, File()],
-        purpose: Annotated[str, Form()],
+        file: Annotated[UploadFile, File(json_schema_extra=UPLOAD_FILE_SCHEMA)],
+        # Declared as the one value taken; others get the service's message, not pydantic's.
+        purpose: Annotated[str, Form(json_schema_extra={"enum": ["batch"]})],
         key_id: Annotated[str, Depends(authenticated)],
     ) -> FileObject:
         content = await file.read()
@@ -53,13 +75,13 @@ def router(front: HasBatches, authenticated: Auth) -> APIRouter:
         with answered():
             return file_object(service.file(key_id, file_id))
 
-    @routes.get("/v1/files/{file_id}/content")
+    @routes.get("/v1/files/{file_id}/content", response_class=JsonLines)
     async def file_content(
         file_id: str, key_id: Annotated[str, Depends(authenticated)]
     ) -> Response:
         with answered():
             file = service.file(key_id, file_id)
-        return StreamingResponse(service.content(file), media_type="application/jsonl")
+        return JsonLines(service.content(file))
 
     @routes.delete("/v1/files/{file_id}", response_model=FileDeleted)
     async def delete_file(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import pytest
+
 from producer.jobs.batch.lines import parse_batch_file
+from schemas.batch import UPLOAD_FILE_PATTERN
 from schemas.registry import load_registry
 from schemas.settings import Settings
 
@@ -79,3 +83,20 @@ def test_the_line_limit_is_a_setting() -> None:
 
 def test_an_empty_file_is_refused() -> None:
     assert parse([]).problems[0].reason == "the file has no line"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"custom_id": "a", "method": "POST", "url": "/v1/completion", '
+        '"body": {"model": "echo", "prompt": "x"}}',
+        '{"custom_id": "' + "-_Az09" * 10 + 'abcd", "method": "POST", "url": "/v1/completion", '
+        '"body": {"model": "echo", "prompt": "' + " " * 64 + '"}}\n',
+    ],
+    ids=["shortest", "longest"],
+)
+def test_a_file_the_openapi_document_declares_is_accepted(raw: str) -> None:
+    # The upload's schema gives this pattern so that fuzzers send files the server takes.
+    assert re.fullmatch(UPLOAD_FILE_PATTERN, raw)
+    parsed = parse_batch_file(raw.encode(), load_registry(), Settings())
+    assert not parsed.problems and parsed.tasks == 1

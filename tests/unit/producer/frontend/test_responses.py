@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from producer.frontend.app import create_app
+from schemas.batch import UPLOAD_FILE_PATTERN
 from schemas.registry import load_registry
 from schemas.settings import Settings
 
@@ -39,3 +40,33 @@ def test_post_routes_declare_the_refusals_with_retry_after() -> None:
 def test_metrics_are_text() -> None:
     op = _schema()["paths"]["/metrics"]["get"]
     assert "text/plain" in op["responses"]["200"]["content"]
+
+
+def test_the_upload_declares_what_it_takes() -> None:
+    schema = _schema()
+    body = schema["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+    form = schema["components"]["schemas"][name]
+    assert form["required"] == ["file", "purpose"]
+    assert form["properties"]["purpose"]["enum"] == ["batch"]
+    assert form["properties"]["file"]["pattern"] == UPLOAD_FILE_PATTERN
+
+
+def test_a_file_content_is_declared_as_json_lines() -> None:
+    op = _schema()["paths"]["/v1/files/{file_id}/content"]["get"]
+    assert list(op["responses"]["200"]["content"]) == ["application/jsonl"]
+
+
+def test_every_link_names_an_operation_of_the_document() -> None:
+    schema = _schema()
+    links = [
+        link
+        for item in schema["paths"].values()
+        for op in item.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert len(links) == 3  # upload -> create batch -> retrieve, cancel
+    for link in links:
+        path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+        assert method in schema["paths"][path.replace("~1", "/")], link
