@@ -42,7 +42,10 @@ async def test_schemathesis_checks_all_pass(settings: Settings, tmp_path: Path) 
             f"--max-examples={EXAMPLES}",
             f"--header=Authorization: Bearer {API_KEY}",
             "--seed=14",
-            "--workers=2",
+            # One worker thread: CPython 3.11 before 3.11.8 can raise "AST constructor recursion
+            # depth mismatch" when two threads compile at once (gh-106905), seen once in four
+            # runs with two workers, inside schemathesis, not the server.
+            "--workers=1",
             "--request-timeout=30",
             "--suppress-health-check=all",
             "--no-color",
