@@ -194,7 +194,7 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self._model(
                 input_ids=input_ids,
-                attention_mask=attention,
+                attention_mask=_prefill_mask(attention, shared),
                 position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0)[:, shared:],
                 cache=cache,
                 use_cache=True,
@@ -280,3 +280,24 @@ class DecodeBatch:
         self._index = self._index[at]
         if self._penalty is not None:
             self._penalty = self._penalty.select(at) if self._sampler.penalised else None
+
+
+def _prefill_mask(attention: torch.Tensor, shared: int) -> torch.Tensor:
+    """The prefill's 4D mask (True: attend): causal, padding hidden, built here because
+    transformers asks the device whether a 2D mask has any padding (a sync) to skip it.
+
+    Every query sees its own column too, so a padding query (which sees nothing else) gives
+    finite keys and values rather than NaN; they are masked out for every real token.
+    """
+    columns = attention.shape[1]
+    width = columns - shared
+    device = attention.device
+    causal = torch.ones(width, columns, dtype=torch.bool, device=device).tril(diagonal=shared)
+    own = torch.cat(
+        [
+            torch.zeros(width, shared, dtype=torch.bool, device=device),
+            torch.eye(width, dtype=torch.bool, device=device),
+        ],
+        dim=1,
+    )
+    return (causal & attention.bool()[:, None, None, :]) | own
