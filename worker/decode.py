@@ -73,12 +73,12 @@ class DecodeBatch:
         max_rows: int,
         token_budget: int,
         prefixes: PrefixCache | None = None,
-        compiled: bool = False,
+        compiled: str | None = None,
     ) -> None:
         self._model = model
-        # Decode steps only: their shapes stay put between admissions (``worker.kvcache``),
-        # while every prefill has a new shape and would recompile.
-        self._forward: Any = torch.compile(model) if compiled else model
+        # Decode steps only (``compiled`` names torch.compile's backend): their shapes stay put
+        # between admissions (``worker.kvcache``), while every prefill has a new shape.
+        self._forward: Any = torch.compile(model, backend=compiled) if compiled else model
         self._eos = frozenset(eos)
         self._pad = pad
         self._decode = decode
