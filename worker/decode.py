@@ -1,14 +1,15 @@
 """A running batch over a KV cache: rows join and leave while it decodes (continuous batching).
 
-Layout: every row's tokens end at the cache's last column; a row's padding is on its left and
-masked out, and each row's positions count its own tokens only, so a row decodes the same
-tokens whatever it shares the batch with (up to float rounding). New rows are prefilled
-together (left-padded) and merged in, padding whichever side is shorter; finished rows are
-dropped at once and leading columns no live row uses are trimmed, so the cache holds
-``rows x longest live row`` tokens. ``fits`` keeps that under a token budget for the rows'
-whole lives (prompt + max_tokens each). Rows admitted together that start alike share the
-prefill of their common start (``worker.prefix``): it sits in the leftmost columns, each row's
-own tokens right-aligned after it, with the padding between masked out.
+Layout: every row's tokens end at the cache's last written column; a row's padding is on its
+left and masked out, and each row's positions count its own tokens only, so a row decodes the
+same tokens whatever it shares the batch with (up to float rounding). New rows are prefilled
+together (left-padded) and written into the cache's free rows, ending at the same column;
+finished rows are dropped at once (``worker.kvcache``: a preallocated cache that each step
+writes one column of, in place, and that moves only when joining rows need more room).
+``fits`` keeps ``rows x longest row life`` (prompt + max_tokens each) under a token budget.
+Rows admitted together that start alike share the prefill of their common start
+(``worker.prefix``): it sits in the leftmost columns, each row's own tokens right-aligned
+after it, with the padding between masked out.
 
 transformers' own continuous batching (5.x) carries per-request temperature and top_p but not
 presence/frequency penalties, stop strings or deadlines, hence this loop. Everything here
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
 from schemas.wire import Sampling
+from worker.kvcache import SlotCache, empty_cache
 from worker.prefix import Prefix, PrefixCache, common_length
 from worker.sampling import FinishReason, Penalty, RowSampler, finish_reason
 from worker.text import GrowingText
@@ -72,32 +73,37 @@ class DecodeBatch:
         max_rows: int,
         token_budget: int,
         prefixes: PrefixCache | None = None,
+        compiled: str | None = None,
     ) -> None:
         self._model = model
+        # Decode steps only (``compiled`` names torch.compile's backend): their shapes stay put
+        # between admissions (``worker.kvcache``), while every prefill has a new shape.
+        self._forward: Any = torch.compile(model, backend=compiled) if compiled else model
         self._eos = frozenset(eos)
         self._pad = pad
         self._decode = decode
         self._max_rows = max_rows
         self._budget = token_budget
+        self._limits = (max_rows, token_budget)
         self._device = next(model.parameters()).device
         self._vocab = int(model.config.vocab_size)
         self.rows: list[Row] = []
-        self._cache: Any = None
-        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self._device)
+        self._cache: SlotCache | None = None
         self._next = torch.zeros(0, dtype=torch.long, device=self._device)
         self._sampler = RowSampler.of([], self._device)
         self._penalty: Penalty | None = None
         self._index = torch.zeros(0, dtype=torch.long, device=self._device)  # tokens so far
         # Per row, the columns from its first used one to the last: known on the host, so that
-        # trimming the cache's leading columns never asks the device.
+        # moving the cache's live columns never asks the device.
         self._spans: list[int] = []
         self._prefixes = PrefixCache() if prefixes is None else prefixes
         self.prefill_tokens_skipped = 0  # prompt tokens a shared prefix spared the prefill
 
     @property
     def cache_tokens(self) -> int:
-        """Token slots the KV cache holds now (rows x columns)."""
-        return int(self._mask.numel())
+        """Token slots the running rows span (rows x longest row so far); the buffers hold
+        more, to grow into."""
+        return len(self.rows) * max(self._spans, default=0)
 
     def fits(self, joining: Sequence[Row]) -> bool:
         """Whether these rows can join without passing the row cap or the token budget."""
@@ -116,14 +122,14 @@ class DecodeBatch:
         for row in joining:
             row.started = time.perf_counter()
             row.text = GrowingText(self._decode)
-        cache, mask, logits, spans = self._prefill(joining)
+        prefill, mask, logits, spans = self._prefill(joining)
         seeds = [r.seed for r in joining]
         sampler = RowSampler.of([r.sampling for r in joining], self._device, seeds)
         drawn = torch.zeros(len(joining), dtype=torch.long, device=self._device)
         first, tokens = sampler.sample(logits, None, drawn)
         for row, token in zip(joining, tokens, strict=True):
             row.tokens.append(token)
-        self._merge(cache, mask, first, sampler, joining)
+        self._merge(prefill, mask, first, sampler, joining)
         self._spans.extend(spans)
         return self._retire(now)
 
@@ -132,18 +138,20 @@ class DecodeBatch:
         if not self.rows:
             return []
         now = time.time()
-        positions = self._mask.sum(dim=1, keepdim=True)
-        self._mask = F.pad(self._mask, (0, 1), value=1)
+        cache = self._cache
+        assert cache is not None  # rows run
+        positions = cache.used_mask().sum(dim=1, keepdim=True)
         with torch.inference_mode():
-            out = self._model(
+            out = self._forward(
                 input_ids=self._next.unsqueeze(1),
                 # Given as the 4D mask SDPA takes (True: attend), so that transformers does not
                 # build one, nor ask the device whether the 2D mask has any padding (a sync).
-                attention_mask=self._mask.bool()[:, None, None, :],
+                attention_mask=cache.open_column(),
                 position_ids=positions,
-                cache=self._cache,
+                cache=cache,
                 use_cache=True,
             )
+        cache.advance()
         penalty = None if self._penalty is None else self._penalty.penalty
         self._next, tokens = self._sampler.sample(out.logits[:, -1, :], penalty, self._index)
         for row, token in zip(self.rows, tokens, strict=True):
@@ -158,15 +166,14 @@ class DecodeBatch:
         """Drop the rows ``doomed`` picks (cancelled requests); returns them."""
         gone = [r for r in self.rows if doomed(r)]
         if gone:
-            keep = [i for i, r in enumerate(self.rows) if not doomed(r)]
-            self.rows = [self.rows[i] for i in keep]
-            self._drop(keep)
+            self._drop([i for i, r in enumerate(self.rows) if not doomed(r)])
         return gone
 
     def clear(self) -> list[Row]:
         """Drop every row (after a failure); returns them."""
-        rows, self.rows = self.rows, []
+        rows = self.rows
         self._drop([])
+        self._cache = None  # a failed step may have left it half written
         return rows
 
     def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor, list[int]]:
@@ -187,7 +194,7 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self._model(
                 input_ids=input_ids,
-                attention_mask=attention,
+                attention_mask=_prefill_mask(attention, shared),
                 position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0)[:, shared:],
                 cache=cache,
                 use_cache=True,
@@ -221,23 +228,23 @@ class DecodeBatch:
 
     def _merge(
         self,
-        cache: Any,
+        prefill: Any,
         mask: torch.Tensor,
         first: torch.Tensor,
         sampler: RowSampler,
         joining: Sequence[Row],
     ) -> None:
+        layers = [(layer.keys, layer.values) for layer in prefill.layers]
+        rows, width = mask.shape
+        # Columns every row may still write: one a step until its last token.
+        future = max(r.sampling.max_tokens - len(r.tokens) for r in [*self.rows, *joining])
         if self._cache is None:
-            self._cache, self._mask, self._sampler = cache, mask, sampler
-        else:
-            width = max(self._mask.shape[1], mask.shape[1])
-            for old, new in zip(self._cache.layers, cache.layers, strict=True):
-                old.keys = torch.cat([_left_pad(old.keys, width, 2), _left_pad(new.keys, width, 2)])
-                old.values = torch.cat(
-                    [_left_pad(old.values, width, 2), _left_pad(new.values, width, 2)]
-                )
-            self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])
-            self._sampler = self._sampler.join(sampler)
+            self._cache = empty_cache(layers, rows, width + future, self._limits)
+        elif not self._cache.fits(rows, width, future):
+            span = max(self._spans, default=0)
+            self._cache = self._cache.moved(rows, width, future, span, self._limits)
+        self._cache.place(layers, mask)
+        self._sampler = self._sampler.join(sampler) if self.rows else sampler
         self._next = torch.cat([self._next, first])
         self._index = torch.cat([self._index, torch.ones_like(first)])
         self.rows.extend(joining)
@@ -259,37 +266,38 @@ class DecodeBatch:
             else:
                 finished.append(Finished(row, reason))
         if finished:
-            self.rows = [self.rows[i] for i in keep]
             self._drop(keep)
         return finished
 
     def _drop(self, keep: list[int]) -> None:
-        self._sampler = self._sampler.select(keep)
-        if not keep:
-            self._cache = None
-            self._mask = self._mask[:0, :0]
-            self._next = self._next[:0]
-            self._index = self._index[:0]
-            self._spans = []
-            self._penalty = None
-            return
-        at = torch.tensor(keep, dtype=torch.long, device=self._device)
-        self._spans = [self._spans[i] for i in keep]
-        start = self._mask.shape[1] - max(self._spans)  # columns before it hold padding only
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[at, :, start:, :]
-            layer.values = layer.values[at, :, start:, :]
-        self._mask = self._mask[at, start:]
+        """Keep the rows at ``keep``; the cache fills gaps with rows from its end."""
+        order = [] if self._cache is None else self._cache.keep(keep)
+        self.rows = [self.rows[i] for i in order]
+        self._sampler = self._sampler.select(order)
+        self._spans = [self._spans[i] for i in order]
+        at = torch.tensor(order, dtype=torch.long, device=self._device)
         self._next = self._next[at]
         self._index = self._index[at]
         if self._penalty is not None:
             self._penalty = self._penalty.select(at) if self._sampler.penalised else None
 
 
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """Zero-pad ``tensor`` on the left of ``dim`` to ``width`` (zeros: masked columns)."""
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    pad = [0, 0] * (tensor.dim() - dim - 1) + [missing, 0]
-    return F.pad(tensor, pad)
+def _prefill_mask(attention: torch.Tensor, shared: int) -> torch.Tensor:
+    """The prefill's 4D mask (True: attend): causal, padding hidden, built here because
+    transformers asks the device whether a 2D mask has any padding (a sync) to skip it.
+
+    Every query sees its own column too, so a padding query (which sees nothing else) gives
+    finite keys and values rather than NaN; they are masked out for every real token.
+    """
+    columns = attention.shape[1]
+    width = columns - shared
+    device = attention.device
+    causal = torch.ones(width, columns, dtype=torch.bool, device=device).tril(diagonal=shared)
+    own = torch.cat(
+        [
+            torch.zeros(width, shared, dtype=torch.bool, device=device),
+            torch.eye(width, dtype=torch.bool, device=device),
+        ],
+        dim=1,
+    )
+    return (causal & attention.bool()[:, None, None, :]) | own

@@ -62,7 +62,13 @@ class TransformersBackend:
     """A causal LM decoding a continuous batch in one inference thread."""
 
     def __init__(
-        self, spec: ModelSpec, model: Any, tokenizer: Any, max_batch: int, token_budget: int
+        self,
+        spec: ModelSpec,
+        model: Any,
+        tokenizer: Any,
+        max_batch: int,
+        token_budget: int,
+        compiled: str | None = None,
     ) -> None:
         self._spec = spec
         self._model = model
@@ -86,6 +92,7 @@ class TransformersBackend:
             decode=self._decode,
             max_rows=max_batch,
             token_budget=token_budget,
+            compiled=compiled,
         )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kc-infer-{spec.name}")
         self._inbox: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
@@ -101,7 +108,14 @@ class TransformersBackend:
         device = _pick_device(settings.device)
         model, tokenizer = await asyncio.to_thread(_load, spec, settings, device)
         log.info("%s loaded on %s", spec.name, device)
-        return cls(spec, model, tokenizer, settings.worker_max_batch, settings.worker_token_budget)
+        return cls(
+            spec,
+            model,
+            tokenizer,
+            settings.worker_max_batch,
+            settings.worker_token_budget,
+            compiled="inductor" if settings.torch_compile else None,
+        )
 
     @property
     def capacity(self) -> int:

@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def tiny_llama(vocab_size: int, max_positions: int, seed: int) -> Any:
-    """Two random layers of width 32, no download, in eval mode."""
+def tiny_llama(vocab_size: int, max_positions: int, seed: int, device: str = "cpu") -> Any:
+    """Two random layers of width 32, no download, in eval mode (on ``meta``: shapes only)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -20,5 +20,6 @@ def tiny_llama(vocab_size: int, max_positions: int, seed: int) -> Any:
         num_key_value_heads=2,
         max_position_embeddings=max_positions,
     )
-    tiny: Any = LlamaForCausalLM(config)
+    with torch.device(device):
+        tiny: Any = LlamaForCausalLM(config)
     return tiny.eval()
