@@ -32,7 +32,7 @@ from schemas.batch import BatchRecord, RequestCounts
 from schemas.errors import WireError
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import ResultMessage, decode_result
+from schemas.wire import ChoiceResult, ResultMessage, decode_result
 
 _SKIPPED = {"cancelled": "batch_cancelled", "deadline_exceeded": "batch_expired"}
 Kind = Literal["output", "errors"]
@@ -166,30 +166,23 @@ def _body(endpoint: str, results: list[ResultMessage]) -> dict[str, Any]:
     n = results[0].choices_per_prompt or (len(results) if chat else 1)
     usage = openai_usage(dict(enumerate(results)), n)
     model = results[0].model
-    # Plain dicts in the shapes of schemas.openai's ChatCompletion and TextCompletion (a unit
-    # test holds them equal): a 100,000-line download builds one per line.
-    if chat:
-        answers: list[dict[str, Any]] = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": c.text},
-                "logprobs": None,
-                "finish_reason": c.finish_reason,
-            }
-            for i, c in enumerate(choices)
-        ]
-        kind, prefix = "chat.completion", "chatcmpl"
-    else:
-        answers = [
-            {"text": c.text, "index": i, "logprobs": None, "finish_reason": c.finish_reason}
-            for i, c in enumerate(choices)
-        ]
-        kind, prefix = "text_completion", "cmpl"
+    kind, prefix = ("chat.completion", "chatcmpl") if chat else ("text_completion", "cmpl")
     return {
         "id": f"{prefix}-{rid}",
         "object": kind,
         "created": created,
         "model": model,
-        "choices": answers,
+        "choices": [_answer(i, c, chat) for i, c in enumerate(choices)],
         "usage": usage.model_dump(),
     }
+
+
+def _answer(index: int, choice: ChoiceResult, chat: bool) -> dict[str, Any]:
+    # A plain dict in the shape of schemas.openai's ChatChoice or TextChoice (a unit test holds
+    # them equal): a 100,000-line download builds one per line.
+    content: dict[str, Any] = (
+        {"message": {"role": "assistant", "content": choice.text}}
+        if chat
+        else {"text": choice.text}
+    )
+    return {"index": index, **content, "logprobs": None, "finish_reason": choice.finish_reason}
