@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite's system tools, from Debian's archive: Prometheus (the dashboard's queries run
-# against a real one) and docker-compose 1.29 (validates compose.yaml; no engine needed).
+# against a real one), docker-compose 1.29 (validates compose.yaml; no engine needed) and a C++
+# compiler (KC_TORCH_COMPILE's test compiles the decode step with inductor, which builds C++).
 # Idempotent: each package is skipped when its command is already on PATH. Needs root (CI and
 # the development machines are root) or passwordless sudo.
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 want=()
 command -v prometheus >/dev/null 2>&1 || want+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || want+=(docker-compose)
+command -v g++ >/dev/null 2>&1 || want+=(g++)
 [ ${#want[@]} -eq 0 ] && exit 0
 
 sudo=""
