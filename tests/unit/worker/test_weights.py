@@ -103,3 +103,18 @@ def test_weights_that_do_not_fit_one_gpu_are_spread() -> None:
     assert cuda_placement(138 * gib, [80 * gib, 80 * gib]) == "auto"  # llama-2-70b
     assert cuda_placement(26 * gib, [24 * gib, 24 * gib]) == "auto"  # 13b on two 24 GB cards
     assert cuda_placement(1, []) == "auto"
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+async def test_kc_torch_compile_reaches_the_decode_step(
+    llama2: Llama2Fixture, tmp_path: Path, compiled: bool
+) -> None:
+    # Only the wiring from the setting to the batch: compiling happens at the first step (the
+    # compiled step itself is tested in test_compile.py).
+    settings = Settings(device="cpu", cache_dir=tmp_path, torch_compile=compiled)
+    backend = await TransformersBackend.load(_spec(llama2.base), settings)
+    try:
+        forward = backend._batch._forward
+        assert isinstance(forward, torch._dynamo.eval_frame.OptimizedModule) is compiled
+    finally:
+        await backend.aclose()
