@@ -65,6 +65,20 @@ def test_every_problem_names_its_line_and_field() -> None:
     assert problems[10].startswith("extra: unknown field")
 
 
+def test_a_value_only_the_model_refuses_is_named_with_its_line() -> None:
+    # In the route's ranges, outside the model's: Cohere's penalties, text-davinci-001's context.
+    lines = [
+        line(0, "/v1/completions", model="cohere-command", presence_penalty=-0.5),
+        line(1, "/v1/completions", model="text-davinci-001", max_tokens=2049),
+        line(2, "/v1/completions", model="text-davinci-001", max_tokens=2048),
+    ]
+    keys = {"openai_api_key": "sk-test", "co_api_key": "co-test"}
+    problems = {p.number: p.reason for p in parse(lines, **keys).problems}
+    assert sorted(problems) == [1, 2]
+    assert problems[1].startswith("body.presence_penalty: cohere-command accepts 0 to 2")
+    assert problems[2].startswith("body.max_tokens: text-davinci-001 holds 2049 tokens in all")
+
+
 def test_a_model_that_is_not_configured_is_refused() -> None:
     problems = parse([line(0, model="gpt-4")]).problems
     assert problems and "OPENAI_API_KEY" in problems[0].reason
