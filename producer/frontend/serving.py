@@ -8,7 +8,7 @@ report the usage of one function, so a streamed answer cannot count differently 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar
 
 from fastapi.responses import Response, StreamingResponse
@@ -101,16 +101,20 @@ class _Serving:
         answer = self._answer(body, tasks, settled.results)
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    def stream(self, body: Body, tasks: list[TaskMessage]) -> StreamingResponse:
+    async def stream(self, body: Body, tasks: list[TaskMessage]) -> StreamingResponse:
         """Server-sent events: deltas, a closing chunk per choice, the usage if asked, [DONE]."""
         events = self._events(body, tasks, self.chunks(tasks[0], body.model))
-        return StreamingResponse(events, media_type="text/event-stream")
+        # Run the events up to the publish before the 200 goes out: a broker that is down is
+        # then a 503 like an unstreamed request's, not a stream that breaks after its headers.
+        await anext(events)
+        return StreamingResponse(_rest(events), media_type="text/event-stream")
 
     async def _events(
         self, body: Body, tasks: list[TaskMessage], chunks: Chunks
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         async with self.front.flight(tasks, stream=True) as flight:
             assert flight.stream is not None
+            yield b""  # published: what ``stream`` waits for before answering (never sent)
             for index in range(len(tasks)):
                 if (first := chunks.opening(index)) is not None:
                     yield event(first)
@@ -160,6 +164,15 @@ class ChatServing(_Serving):
     def _choice(self, index: int, result: ResultMessage) -> ChatChoice:
         message = AssistantMessage(content=_text(result))
         return ChatChoice(index=index, message=message, finish_reason=_finish(result))
+
+
+async def _rest(events: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
+    """The events after the publish; closing this closes them (and so ends their flight)."""
+    try:
+        async for item in events:
+            yield item
+    finally:
+        await events.aclose()
 
 
 def _text(result: ResultMessage) -> str:

@@ -35,17 +35,19 @@ async def test_kafka_unreachable_is_a_503_by_the_deadline(own_broker: LocalBroke
     settings = make_settings(
         own_broker.bootstrap, request_timeout_s=_DEADLINE_S, request_partitions=1
     )
-    bodies = {
-        "/v1/completion": spec_body(model="echo", max_tokens=4),
-        "/v1/completions": {"model": "echo", "prompt": "x", "max_tokens": 4},
-    }
+    bodies = [
+        ("/v1/completion", spec_body(model="echo", max_tokens=4)),
+        ("/v1/completions", {"model": "echo", "prompt": "x", "max_tokens": 4}),
+        # A stream publishes before its 200 goes out, so it is refused the same way.
+        ("/v1/completions", {"model": "echo", "prompt": "x", "max_tokens": 4, "stream": True}),
+    ]
     async with worker(settings, "echo"), front_end(settings) as client:
         await wait_live(client, "echo")
-        for path, body in bodies.items():
+        for path, body in bodies:
             assert (await client.post(path, json=body)).status_code == 200
         own_broker.stop()
         try:
-            for path, body in bodies.items():
+            for path, body in bodies:
                 started = time.monotonic()
                 response = await client.post(path, json=body)
                 elapsed = time.monotonic() - started

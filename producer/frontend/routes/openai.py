@@ -39,7 +39,9 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     ) -> Response:
         prompts = [p for p in body.prompts for _ in range(body.n)]
         tasks = _plan(front, request, body, key_id, body.max_tokens, prompts=prompts)
-        return text.stream(body, tasks) if body.stream else await text.full(body, tasks)
+        if body.stream:
+            return await text.stream(body, tasks)
+        return await text.full(body, tasks)
 
     @routes.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat_completions(
@@ -49,7 +51,9 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     ) -> Response:
         messages = tuple(ChatMessage(role=m.role, content=m.text) for m in body.messages)
         tasks = _plan(front, request, body, key_id, body.token_limit, messages=messages)
-        return chat.stream(body, tasks) if body.stream else await chat.full(body, tasks)
+        if body.stream:
+            return await chat.stream(body, tasks)
+        return await chat.full(body, tasks)
 
     return routes
 
