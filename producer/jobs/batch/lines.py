@@ -120,10 +120,8 @@ def _batch_line(
     body = line.get("body")
     if not isinstance(body, dict):
         raise BadLine(f"body: must be a JSON object (got {type(body).__name__})")
-    validated = _validated(url, body)
-    choices, sampling = _plan(url, validated)
+    choices, sampling, n = _plan(url, _validated(url, body))
     _check_models(choices, sampling, registry, settings)
-    n = validated.n if isinstance(validated, ChatCompletionsRequest | CompletionsRequest) else 1
     return BatchLine(number, custom_id, url, choices, sampling, n)
 
 
@@ -139,10 +137,11 @@ def _validated(url: str, body: dict[str, Any]) -> BaseModel:
         raise BadLine(f"body.{detail.message}") from exc
 
 
-def _plan(url: str, body: BaseModel) -> tuple[tuple[Choice, ...], Sampling]:
+def _plan(url: str, body: BaseModel) -> tuple[tuple[Choice, ...], Sampling, int]:
+    """The line's tasks, their sampling, and how many choices each prompt has (``n``)."""
     if isinstance(body, CompletionRequest):
         choices = tuple(Choice(m, body.prompt, None) for m in body.models)
-        return choices, Sampling.of_request(body)
+        return choices, Sampling.of_request(body), 1
     assert isinstance(body, ChatCompletionsRequest | CompletionsRequest)
     if isinstance(body, ChatCompletionsRequest):
         messages = tuple(ChatMessage(role=m.role, content=m.text) for m in body.messages)
@@ -151,7 +150,7 @@ def _plan(url: str, body: BaseModel) -> tuple[tuple[Choice, ...], Sampling]:
     else:
         choices = tuple(Choice(body.model, p, None) for p in body.prompts for _ in range(body.n))
         max_tokens = body.max_tokens
-    return choices, Sampling.of_openai(body, max_tokens)
+    return choices, Sampling.of_openai(body, max_tokens), body.n
 
 
 def _check_models(
