@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -128,20 +126,20 @@ def _part(name: str, requests: int, params_name: str) -> list[Sample]:
     return [tuple(s) for s in json.loads(out.strip().splitlines()[-1])]
 
 
-@contextlib.contextmanager
-def _idle_stack(wanted: bool) -> Iterator[None]:
-    if not wanted:
-        yield
-        return
+async def _model_parts(
+    requests: int, params_name: str, idle_stack: bool
+) -> tuple[list[Sample], list[Sample]]:
+    """Naive, then the loop, each in its own process; beside an idle stack when asked."""
+
+    async def both() -> tuple[list[Sample], list[Sample]]:
+        naive = await asyncio.to_thread(_part, "naive", requests, params_name)
+        return naive, await asyncio.to_thread(_part, "loop", requests, params_name)
+
+    if not idle_stack:
+        return await both()
     with broker() as bootstrap:
-        runner = asyncio.new_event_loop()
-        cm = service(bootstrap, [MODEL])
-        runner.run_until_complete(cm.__aenter__())
-        try:
-            yield
-        finally:
-            runner.run_until_complete(cm.__aexit__(None, None, None))
-            runner.close()
+        async with service(bootstrap, [MODEL]):
+            return await both()
 
 
 def _row(name: str, samples: list[Sample], base: list[Sample] | None) -> str:
@@ -171,9 +169,7 @@ def main() -> None:
     if args.part == "loop":
         print(json.dumps(asyncio.run(_loop(args.requests, params))))
         return
-    with _idle_stack(args.idle_stack):
-        naive = _part("naive", args.requests, args.params)
-        loop = _part("loop", args.requests, args.params)
+    naive, loop = asyncio.run(_model_parts(args.requests, args.params, args.idle_stack))
     http, outside = asyncio.run(_http(args.requests, params))
     beside = " (beside an idle stack)" if args.idle_stack else ""
     print(f"c=1, {args.requests} requests each, {args.params} parameters {params}{beside}")
