@@ -14,10 +14,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+)
 from aiokafka.helpers import create_ssl_context
 
-from schemas.errors import ConfigError
+from schemas.errors import BrokerUnavailable, ConfigError
+from schemas.logs import translated
 from schemas.settings import Settings
 
 
@@ -114,3 +120,26 @@ async def check_credentials(settings: Settings) -> None:
     except (KafkaError, OSError, ValueError):
         return  # not a credential problem: the caller reports the broker as unreachable
     conn.close()
+
+
+def unreachable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    """The one-line refusal of a process that cannot reach Kafka, naming the setting."""
+    reason = "no broker answered" if isinstance(exc, KafkaConnectionError) else repr(exc)
+    return BrokerUnavailable(
+        f"KC_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: cannot reach Kafka ({reason}); "
+        "start the local broker (kafka-completions broker start) or point KC_KAFKA_BOOTSTRAP "
+        "at a running one"
+    )
+
+
+async def check_broker(settings: Settings) -> None:
+    """Raise ConfigError for refused credentials, BrokerUnavailable when no broker answers."""
+    await check_credentials(settings)
+    probe = admin(settings, "kc-broker-check")
+    try:
+        with translated("aiokafka"):
+            await probe.start()
+    except KafkaError as exc:
+        raise unreachable(settings, exc) from exc
+    finally:
+        await probe.close()

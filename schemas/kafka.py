@@ -22,7 +22,7 @@ from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
-_TOPIC_ALREADY_EXISTS = 36
+_THERE = (0, 36)  # created now, or TOPIC_ALREADY_EXISTS
 _COMPACT = {"cleanup.policy": "compact"}
 
 
@@ -63,22 +63,21 @@ async def ensure_topics(
         await admin.start()
         layout = topic_layout(settings, models) + list(extra)
         response = await admin.create_topics(layout)
-        created = {name for name, code, *_ in response.topic_errors if code == 0}
-        await _wait_until_served(settings, [t for t in layout if t.name in created])
+        # Every topic there, not only those this call created: a process starting beside this
+        # one (make run's worker and front end) may have created them a moment ago.
+        there = {name for name, code, *_ in response.topic_errors if code in _THERE}
+        await _wait_until_served(settings, [t for t in layout if t.name in there])
     except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot create topics on Kafka at {settings.kafka_bootstrap}: {exc!r}; "
-            "is the broker running (kafka-completions broker start) or KC_KAFKA_BOOTSTRAP right?"
-        ) from exc
+        raise clients.unreachable(settings, exc) from exc
     finally:
         await admin.close()
     for name, code, *rest in response.topic_errors:
-        if code not in (0, _TOPIC_ALREADY_EXISTS):
+        if code not in _THERE:
             raise BrokerUnavailable(f"cannot create topic {name}: error {code} {rest}")
 
 
 async def _wait_until_served(settings: Settings, topics: list[NewTopic]) -> None:
-    """Return once every partition of new topics answers offset lookups.
+    """Return once every partition of the topics answers offset lookups.
 
     Right after creation a broker may answer "not leader" for a moment, and consumers that
     look up offsets then log errors while they retry. ``end_offsets`` retries quietly.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import ConfigError
+from schemas.logs import quiet_progress_bars
 from schemas.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def load_weights(
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_progress_bars()
     path = checkpoint_dir(spec, cache_dir)
     tokenizer = load_tokenizer(path)
     if device_map is None and device.type == "cuda":

@@ -38,17 +38,17 @@ def add_job_commands(sub: Any, settings_of: SettingsOf) -> None:
     submit.add_argument("--retry-failed", action="store_true", help="resubmit failed lines only")
     submit.add_argument("--deadline-s", type=float, help="skip tasks not started within S s")
     submit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    submit.set_defaults(handler=lambda a: _submit(a, settings_of(a)))
+    submit.set_defaults(handler=lambda a: _submit(a, settings_of(a)), kafka=True)
     collect = sub.add_parser("collect", help="write a job's results to a JSONL file (resumes)")
     collect.add_argument("--job", required=True, help="the job id")
     collect.add_argument("-o", "--output", type=Path, required=True, help="OUT.jsonl")
     collect.add_argument("--timeout", type=float, help="give up after S seconds")
     collect.add_argument("--no-progress", action="store_true", help="no progress bar")
-    collect.set_defaults(handler=lambda a: _collect(a, settings_of(a)))
+    collect.set_defaults(handler=lambda a: _collect(a, settings_of(a)), kafka=True)
     job = sub.add_parser("jobs", help="bulk jobs: counts of done, failed, pending, tokens")
     job.add_argument("action", choices=["status", "list"])
     job.add_argument("job_id", nargs="?", help="the job id (status)")
-    job.set_defaults(handler=lambda a: _jobs(a, settings_of(a)))
+    job.set_defaults(handler=lambda a: _jobs(a, settings_of(a)), kafka=True)
 
 
 def _submit(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,12 @@ import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorError,
+)
 from aiokafka.protocol.admin import DescribeGroupsRequest_v1, DescribeGroupsRequest_v2
 from aiokafka.protocol.api import Request
 
@@ -22,6 +27,10 @@ from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 _ERROR_CODE, _GROUP, _STATE, _MEMBERS = 0, 1, 2, 5
+# A fresh broker creates its offsets topic on the first group lookup, and a coordinator moves
+# when a broker restarts: states that pass by themselves, so not warnings (the next refresh
+# reads the groups; /readyz says not ready until one has).
+_PASSING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError)
 
 
 class _DescribeGroups(Request[DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]):  # type: ignore[misc]
@@ -104,5 +113,7 @@ class Liveness:
     async def _refresh_logged(self) -> None:
         try:
             await self.refresh()
+        except _PASSING as exc:
+            log.debug("worker groups not described yet: %r", exc)
         except KafkaError as exc:
             log.warning("cannot describe worker groups: %r", exc)

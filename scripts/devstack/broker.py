@@ -183,6 +183,11 @@ class LocalBroker:
         return self._data_dir
 
     @property
+    def log_dir(self) -> Path:
+        """The broker's ``log.dirs``: one folder per topic partition, holding its segments."""
+        return self._log_dirs
+
+    @property
     def log_file(self) -> Path:
         """The broker's console output."""
         return self._data_dir / "broker.log"

@@ -9,6 +9,7 @@ process it started, the broker last.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ from types import FrameType
 
 from devstack import process
 from devstack.broker import LocalBroker
+from schemas.clients import check_broker
 from schemas.errors import ConfigError
 from schemas.kinds import vendor_kinds
 from schemas.registry import load_registry
@@ -36,9 +38,13 @@ def run_stack(settings: Settings) -> int:
     """Run everything until interrupted; returns the exit code."""
     env = dict(os.environ)
     broker = None
-    if "kafka_bootstrap" not in settings.model_fields_set:
+    if "kafka_bootstrap" in settings.model_fields_set:
+        # Once here, not once per child: an unreachable broker is one line, before anything.
+        asyncio.run(check_broker(settings))
+    else:
         broker = LocalBroker(data_dir=settings.cache_dir / "broker", cache_dir=settings.cache_dir)
         env["KC_KAFKA_BOOTSTRAP"] = broker.start()
+        print(f"local Kafka broker on {env['KC_KAFKA_BOOTSTRAP']}", flush=True)
     key = None
     if not settings.api_keys:
         key = secrets.token_urlsafe(24)

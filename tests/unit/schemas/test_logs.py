@@ -28,9 +28,12 @@ def _format(fmt: str, **extra: object) -> str:
 def _restore_root() -> object:
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in logs.LIBRARIES}
     yield
     root.handlers[:] = saved
     root.setLevel(level)
+    for name, before in libraries.items():
+        logging.getLogger(name).setLevel(before)
 
 
 def test_json_lines_carry_the_request_id_from_the_context() -> None:
@@ -71,3 +74,56 @@ def test_json_ts_is_utc_on_a_machine_in_another_zone(monkeypatch: pytest.MonkeyP
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("level", "library_level"),
+    [("INFO", logging.WARNING), ("ERROR", logging.ERROR), ("DEBUG", logging.DEBUG)],
+)
+def test_client_libraries_say_only_warnings_unless_debug(level: str, library_level: int) -> None:
+    logs.configure_logging(level, "text")
+    for name in ("aiokafka", "aiokafka.consumer.group_coordinator", "uvicorn.error"):
+        assert logging.getLogger(name).getEffectiveLevel() == library_level, name
+    assert logging.getLogger("producer.frontend").getEffectiveLevel() == logging.getLevelName(level)
+
+
+def test_a_translated_library_is_hushed_only_inside_the_block() -> None:
+    logs.configure_logging("INFO", "text")
+    with logs.translated("aiokafka"):
+        assert not logging.getLogger("aiokafka").isEnabledFor(logging.ERROR)
+    assert logging.getLogger("aiokafka").isEnabledFor(logging.ERROR)
+    logs.configure_logging("DEBUG", "text")
+    with logs.translated("aiokafka"):  # DEBUG asks for everything
+        assert logging.getLogger("aiokafka").isEnabledFor(logging.ERROR)
+
+
+def test_transformers_draws_loading_bars_only_at_debug() -> None:
+    from transformers.utils import logging as transformers_logging
+
+    try:
+        logs.configure_logging("INFO", "text")
+        logs.quiet_progress_bars()
+        assert not transformers_logging.is_progress_bar_enabled()
+        logs.configure_logging("DEBUG", "text")
+        logs.quiet_progress_bars()
+        assert transformers_logging.is_progress_bar_enabled()
+    finally:
+        transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_a_coordinator_not_elected_yet_is_no_error_line(level: str, shown: bool) -> None:
+    logs.configure_logging(level, "text")
+    handler = logging.getLogger().handlers[0]
+    passing = logging.LogRecord(
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        __file__,
+        1,
+        "Group Coordinator Request failed: %s",
+        ("[Error 15] GroupCoordinatorNotAvailableError",),
+        None,
+    )
+    real = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "Unable connect", (), None)
+    assert bool(handler.filter(passing)) is shown
+    assert handler.filter(real)
