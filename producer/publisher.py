@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas import clients
+from schemas import clients, tracing
 from schemas.errors import BrokerUnavailable
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -63,11 +63,25 @@ class Publisher:
             raise BrokerUnavailable(f"Kafka did not take the tasks: {exc!r}") from exc
 
     async def _send_all(self, tasks: Sequence[TaskMessage]) -> None:
-        sent = [
-            await self.producer.send(self.topic_of(t), encode(t), t.request_id.encode())
-            for t in tasks
-        ]
-        await asyncio.gather(*sent)
+        spans = [self._span(t) for t in tasks] if self._settings.tracing else []
+        sent = []
+        for i, task in enumerate(tasks):
+            headers = tracing.span_headers(spans[i]) if spans else None
+            value, key = encode(task), task.request_id.encode()
+            sent.append(await self.producer.send(self.topic_of(task), value, key, headers=headers))
+        try:
+            await asyncio.gather(*sent)
+        finally:
+            for span in spans:
+                span.end()
+
+    def _span(self, task: TaskMessage) -> tracing.Span:
+        """The send span of one task: the parent of its worker's spans (via its headers)."""
+        attributes: tracing.Attributes = {
+            "gen_ai.request.model": task.model,
+            "kc.choice_index": task.choice_index,
+        }
+        return tracing.sending(self.topic_of(task), task.request_id, attributes)
 
     async def cancel(self, request_id: str) -> None:
         """Tell every worker that nobody waits for this request any more."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -37,9 +38,11 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Every setting of every process; the README lists them with their defaults."""
+    """Every setting of every process; docs/operations.md lists them with their defaults."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
@@ -85,6 +88,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # OpenTelemetry's own variables, under their standard names: the SDK reads them (and the
+    # other OTEL_* ones) itself; here they are checked at start-up, and an endpoint set turns
+    # tracing on (``tracing``). Unset, no SDK is installed at all (see schemas/tracing.py).
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    otel_service_name: str | None = Field(None, validation_alias="OTEL_SERVICE_NAME")
+
     # By variable name (OPENAI_API_KEY, CO_API_URL, ...): read by _VendorCredentials.
     vendor_keys: dict[str, SecretStr] = Field(default_factory=dict)
     vendor_urls: dict[str, str] = Field(default_factory=dict)
@@ -124,6 +136,17 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("otlp_endpoint", "otlp_traces_endpoint", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # The OTLP/HTTP exporter would only fail at its first export, on a thread, later.
+        if not value:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("an OTLP/HTTP endpoint is an http:// or https:// URL with a host")
+        return value
+
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL_") and not (
@@ -134,6 +157,11 @@ class Settings(BaseSettings):
                 "KC_KAFKA_SASL_USERNAME and KC_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are exported (an OTLP endpoint is set)."""
+        return bool(self.otlp_endpoint or self.otlp_traces_endpoint)
 
     def secret(self, env_name: str) -> SecretStr | None:
         """A vendor's API key by the variable name the registry gives."""
@@ -178,11 +206,12 @@ def load_settings(**overrides: Any) -> Settings:
                 continue
             field = ".".join(str(p) for p in err["loc"])
             head = str(err["loc"][0]).lower()
-            variable = (
-                str(err["loc"][1])
-                if head in _BY_VARIABLE and len(err["loc"]) > 1
-                else f"{ENV_PREFIX}{field.upper()}"
-            )
+            if head in _BY_VARIABLE and len(err["loc"]) > 1:
+                variable = str(err["loc"][1])
+            elif field.isupper():  # read under its own name (OTEL_*), not KC_<FIELD>
+                variable = field
+            else:
+                variable = f"{ENV_PREFIX}{field.upper()}"
             secret = head in _SECRET_FIELDS
             shown = "<hidden>" if secret else repr(err.get("input"))
             problems.append(f"{variable}={shown}: {err['msg']}")

@@ -1,24 +1,28 @@
 """Versioned Kafka wire messages: a task (request topic), a result (results topic).
 
-Every message carries ``v``; a reader refuses a version it does not know (the record goes to
-the DLQ with that reason) rather than guessing. Records are UTF-8 JSON. A dead-lettered record
-keeps its original key and value; the reason travels in headers (see ``DLQ_HEADERS``).
+Every message carries ``v`` (1 when absent); a reader refuses a version it does not know (the
+record goes to the DLQ with that reason) rather than guessing. Records are UTF-8 JSON. A
+dead-lettered record keeps its original key and value; the reason travels in headers
+(``DeadLetterHeaders``). These models are the public contract of the topics: their JSON Schemas
+are generated into ``docs/wire/`` by ``python -m schemas.contract`` and described in
+``docs/topics.md``. A task needs only ``request_id``, ``model`` and ``prompt`` so that producers
+outside this codebase (kcat, Spark, Connect) can write one by hand.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic.config import JsonDict
 
-from schemas.api import CompletionRequest
+from schemas.api import DEFAULT_MAX_TOKENS, CompletionRequest
 from schemas.errors import WireError
 from schemas.openai import ChatCompletionsRequest, CompletionsRequest
 
 WIRE_VERSION: Literal[1] = 1
 DLQ_REASON = "kc-dlq-reason"
 DLQ_SOURCE = "kc-dlq-source"
-DLQ_HEADERS = (DLQ_REASON, DLQ_SOURCE)
 # The stream topic carries two kinds of record: text deltas (no header) and early copies of
 # results, marked with this header. See ``worker.side_channel`` and ``producer.frontend.replies``.
 KIND = "kc-kind"
@@ -38,14 +42,63 @@ ErrorCode = Literal[
 ]
 
 
+# The contract's examples (in the JSON Schemas; the kcat test publishes the task examples).
+TASK_EXAMPLE_MINIMAL: JsonDict = {
+    "request_id": "job-7/line-1",
+    "model": "smollm2-135m-instruct",
+    "prompt": "Write a haiku about Kafka.",
+}
+TASK_EXAMPLE_JOB: JsonDict = {
+    "v": 1,
+    "request_id": "job-7/line-2",
+    "model": "smollm2-135m-instruct",
+    "prompt": "Name three rivers.",
+    "sampling": {"max_tokens": 32, "temperature": 0.7, "top_p": 0.9, "stop": ["\n\n"]},
+    "job_id": "job-7",
+    "custom_id": "line-2",
+}
+RESULT_EXAMPLES: list[JsonValue] = [
+    {
+        "v": 1,
+        "request_id": "job-7/line-1",
+        "choice_index": 0,
+        "model": "smollm2-135m-instruct",
+        "worker_id": "host-0",
+        "choice": {
+            "text": " Logs flow like rivers",
+            "finish_reason": "length",
+            "prompt_tokens": 36,
+            "completion_tokens": 5,
+            "prediction_time_ms": 212,
+            "created": 1764763200,
+        },
+        "queued_ms": 40,
+    },
+    {
+        "v": 1,
+        "request_id": "job-7/line-2",
+        "choice_index": 0,
+        "model": "smollm2-135m-instruct",
+        "worker_id": "host-0",
+        "error": {"code": "deadline_exceeded", "message": "the deadline passed before work began"},
+        "job_id": "job-7",
+        "custom_id": "line-2",
+        "queued_ms": 61000,
+    },
+]
+
+
 class Sampling(BaseModel):
-    """Generation parameters of one task, already validated at the edge."""
+    """Generation parameters of one task; the ranges are the widest any route allows."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_tokens: Annotated[int, Field(ge=1)]
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)]  # 0..1 on /v1/completion, 0..2 OpenAI
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)]
+    # Defaults are /v1/completion's, so a hand-written task may leave ``sampling`` out.
+    max_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TOKENS
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = (
+        1.0  # 0..1 on /v1/completion, 0..2 OpenAI
+    )
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     stop: tuple[str, ...] = ()
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
@@ -91,30 +144,50 @@ class ChatMessage(BaseModel):
 class TaskMessage(BaseModel):
     """One unit of work: one prompt for one model, the answer of one choice index."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The attribute docstrings become the fields' descriptions in docs/wire/task.schema.json.
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={"examples": [TASK_EXAMPLE_MINIMAL, TASK_EXAMPLE_JOB]},
+    )
 
     v: Literal[1] = WIRE_VERSION
+    """Wire version; a reader refuses one it does not know."""
     request_id: Annotated[str, Field(min_length=1, max_length=128)]
-    choice_index: Annotated[int, Field(ge=0)]
+    """Chosen by the producer, unique per task; the key of the result."""
+    choice_index: Annotated[int, Field(ge=0)] = 0
+    """Which choice of the request this task answers."""
     model: str
+    """The public model name; must be the model of the topic the task is on."""
     prompt: str
-    messages: tuple[ChatMessage, ...] | None = None  # a chat task; `prompt` is then unused
-    stream: bool = False  # the caller wants text deltas as they are generated
-    sampling: Sampling
-    enqueued_at: float
+    """The text to complete (unused when `messages` is set)."""
+    messages: tuple[ChatMessage, ...] | None = None
+    """A chat conversation, sent through the model's chat template."""
+    stream: bool = False
+    """Send text deltas as they are generated (to `reply_partition` of the stream topic)."""
+    sampling: Sampling = Field(default_factory=Sampling)
+    """Generation parameters; each defaults to /v1/completion's default."""
+    enqueued_at: float | None = None
+    """Epoch seconds the task was queued; absent, the record's timestamp."""
     deadline: float | None = None
+    """Epoch seconds after which the task is answered deadline_exceeded instead of run."""
     reply_partition: Annotated[int, Field(ge=0)] | None = None
+    """The results partition to answer on (a front end's, for the callers it holds)."""
     key_id: str | None = None
+    """The id of the API key the request came with (never the key)."""
     lane: Lane = "interactive"
+    """Which request topic our publisher picks; the worker goes by the topic it read."""
     job_id: str | None = None
+    """Copied into the result, to group a job's results."""
     custom_id: str | None = None
-    # A batch line's task: its result goes to the batch's own results topic, and the line
-    # is answered once all of its ``line_tasks`` tasks (choices) are.
+    """Copied into the result, to join it to the producer's input line."""
     results_topic: str | None = None
+    """A batch line's own results topic (the Batch API's; others leave it out)."""
     line_tasks: Annotated[int, Field(ge=1)] | None = None
-    # The line's ``n``: its tasks hold n copies of each prompt in a row (OpenAI's usage counts
-    # each prompt once).
+    """How many tasks (choices) answer the batch line this task belongs to."""
     choices_per_prompt: Annotated[int, Field(ge=1)] | None = None
+    """The batch line's `n`: its tasks hold n copies of each prompt in a row."""
 
 
 class ChoiceResult(BaseModel):
@@ -142,7 +215,9 @@ class TaskError(BaseModel):
 class ResultMessage(BaseModel):
     """The outcome of one task: exactly one of ``choice`` and ``error`` is set."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra={"examples": RESULT_EXAMPLES}
+    )
 
     v: Literal[1] = WIRE_VERSION
     request_id: str
@@ -167,7 +242,15 @@ class ResultMessage(BaseModel):
 class StreamChunk(BaseModel):
     """A text delta of a streaming task; ``seq`` counts from 0 per (request, choice)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"v": 1, "request_id": "r-1", "choice_index": 0, "seq": 0, "delta": " Once"}
+            ]
+        },
+    )
 
     v: Literal[1] = WIRE_VERSION
     request_id: str
@@ -179,10 +262,39 @@ class StreamChunk(BaseModel):
 class CancelMessage(BaseModel):
     """The caller of a request went away: stop working on it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra={"examples": [{"v": 1, "request_id": "r-1"}]}
+    )
 
     v: Literal[1] = WIRE_VERSION
     request_id: str
+
+
+class DeadLetterHeaders(BaseModel):
+    """The headers of a DLQ record (UTF-8 values); its key and value are the original's."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    DLQ_REASON: "not a v1 TaskMessage: sampling.temperature: "
+                    "Input should be less than or equal to 2",
+                    DLQ_SOURCE: "completions.requests.echo.bulk:3:1207",
+                }
+            ]
+        },
+    )
+
+    reason: str = Field(alias=DLQ_REASON, description="why the record is not a task of ours")
+    source: str = Field(
+        alias=DLQ_SOURCE, description="topic:partition:offset of the original record"
+    )
+
+    def kafka(self) -> list[tuple[str, bytes]]:
+        """The headers as the Kafka client takes them."""
+        return [(DLQ_REASON, self.reason.encode()), (DLQ_SOURCE, self.source.encode())]
 
 
 def encode(message: BaseModel) -> bytes:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from schemas.errors import WireError
-from schemas.wire import decode_task
+from schemas.tracing import RecordHeaders
+from schemas.wire import TaskMessage, decode_task
 from worker.task import DeadLetter, Failure, Task
 
 EXPIRED = Failure("deadline_exceeded", "the deadline passed before work began")
@@ -36,6 +37,8 @@ class Fetched:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = -1  # the record's timestamp; -1 when the record has none
+    headers: RecordHeaders = ()
 
 
 Admission = Task | Expired | DeadLetter
@@ -62,12 +65,22 @@ def admit(
     except WireError as exc:
         source = f"{record.topic}:{record.partition}:{record.offset}"
         return DeadLetter(str(exc), source, record.key, record.value)
-    task = Task(message, record.topic, record.partition, record.offset, now)
+    enqueued = _enqueued(message, record, now)
+    task = Task(
+        message, record.topic, record.partition, record.offset, now, enqueued, record.headers
+    )
     if message.deadline is not None and message.deadline < now:
         return Expired(task)
     if message.job_id is not None and message.job_id in cancelled:
         return Expired(task, Failure("cancelled", f"batch {message.job_id} was cancelled"))
     return task
+
+
+def _enqueued(message: TaskMessage, record: Fetched, now: float) -> float:
+    """When the task was produced: its own ``enqueued_at``, else its record's timestamp."""
+    if message.enqueued_at is not None:
+        return message.enqueued_at
+    return record.timestamp_ms / 1000 if record.timestamp_ms >= 0 else now
 
 
 def replies_early(task: Task, early_replies: bool) -> bool:

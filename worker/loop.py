@@ -37,8 +37,9 @@ from worker.backend import Backend
 from worker.cancellations import CancelledBatches
 from worker.lag import watch_lag
 from worker.ledger import TP, Decision, Ledger, Ready
-from worker.publish import publish, result_message
+from worker.publish import publish, result_message, result_topic
 from worker.side_channel import Streamer, watch_cancellations
+from worker.spans import TaskSpans
 from worker.task import Completion, DeadLetter, Delta, Failure, Outcome, Task
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class ModelWorker:
         self._runs: set[asyncio.Task[None]] = set()
         self._streamer = Streamer(settings, f"kc-worker-stream-{worker_id}")
         self._cancelled = CancelledBatches()
+        self._spans = TaskSpans(settings.tracing, spec.name, worker_id)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
@@ -168,7 +170,15 @@ class ModelWorker:
         """Take a record: a task to run (returned) or a decision made here (None)."""
         where = (tp.topic, tp.partition)
         self._ledger.take(where, record.offset)
-        fetched = Fetched(tp.topic, tp.partition, record.offset, record.key, record.value)
+        fetched = Fetched(
+            tp.topic,
+            tp.partition,
+            record.offset,
+            record.key,
+            record.value,
+            record.timestamp,
+            record.headers,
+        )
         decision = admit(
             fetched,
             self._spec.name,
@@ -181,7 +191,7 @@ class ModelWorker:
             return None
         task = decision.task if isinstance(decision, Expired) else decision
         self._metrics.queue_time.labels(self._spec.name).observe(
-            max(0.0, task.received_at - task.message.enqueued_at)
+            max(0.0, task.received_at - task.enqueued_at)
         )
         if isinstance(decision, Expired):
             self._finish(task, decision.failure)
@@ -205,7 +215,7 @@ class ModelWorker:
                 self._streamer.forget(task)
                 result = self._finish(task, event)
                 if replies_early(task, self._settings.early_replies):
-                    await self._streamer.reply(task, result)
+                    await self._streamer.reply(task, result, self._spans.headers(task))
         except Exception as exc:  # a backend bug fails its tasks, never the worker
             log.exception("backend %s failed a batch", self._spec.backend)
             for task in pending.values():
@@ -234,6 +244,7 @@ class ModelWorker:
             self._metrics.completion_tokens.labels(model).inc(outcome.completion_tokens)
             self._metrics.generation_time.labels(model).observe(outcome.prediction_time_ms / 1000)
         message = result_message(task, outcome, self._worker_id)
+        self._spans.answered(task, outcome, result_topic(task, self._topics))
         self._decide((task.topic, task.partition), task.offset, (task, message))
         return message
 
@@ -254,7 +265,7 @@ class ModelWorker:
             return
         try:
             async with producer.transaction():
-                await publish(producer, self._topics, ready)
+                await publish(producer, self._topics, ready, self._spans.headers)
                 offsets = {TopicPartition(r.topic, r.partition): r.commit_offset for r in ready}
                 await producer.send_offsets_to_transaction(offsets, self._group)
         except ProducerFenced:
@@ -265,6 +276,7 @@ class ModelWorker:
             self._decided.set()
             return
         self._ledger.settle(ready)
+        self._spans.published([d[0] for r in ready for d in r.decisions if isinstance(d, tuple)])
         self._settled.set()
         self._count_settled(ready)
 
@@ -303,6 +315,7 @@ class ModelWorker:
         """Partitions are being taken away: let their work finish (bounded), then forget it."""
         await self._until_settled(revoked)
         dropped = self._ledger.drop(revoked)
+        self._spans.forget(revoked)
         if dropped:
             log.warning("rebalance: %d uncommitted tasks left to the new owner", dropped)
 

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
 from schemas.topics import Topics
-from schemas.wire import DLQ_REASON, DLQ_SOURCE, ChoiceResult, ResultMessage, TaskError, encode
+from schemas.tracing import Headers
+from schemas.wire import ChoiceResult, DeadLetterHeaders, ResultMessage, TaskError, encode
 from worker.ledger import Ready
 from worker.task import Completion, DeadLetter, Outcome, Task
 
 
-async def publish(producer: AIOKafkaProducer, topics: Topics, ready: list[Ready]) -> None:
-    """Send every decision of ``ready`` (inside the caller's transaction) and wait for them."""
+async def publish(
+    producer: AIOKafkaProducer,
+    topics: Topics,
+    ready: list[Ready],
+    headers_of: Callable[[Task], Headers | None] = lambda _task: None,
+) -> None:
+    """Send every decision of ``ready`` (inside the caller's transaction) and wait for them.
+
+    A result's record carries ``headers_of(its task)`` (its trace, see ``worker.spans``).
+    """
     results_partitions = await producer.partitions_for(topics.results)
     sends = []
     for r in ready:
         for decision in r.decisions:
             if isinstance(decision, DeadLetter):
-                headers = [
-                    (DLQ_REASON, decision.reason.encode()),
-                    (DLQ_SOURCE, decision.source.encode()),
-                ]
+                headers = DeadLetterHeaders(reason=decision.reason, source=decision.source).kafka()
                 sends.append(
                     await producer.send(topics.dlq, decision.value, decision.key, headers=headers)
                 )
@@ -33,13 +40,18 @@ async def publish(producer: AIOKafkaProducer, topics: Topics, ready: list[Ready]
             partition = reply if reply in results_partitions else None
             value = encode(result)
             key = task.message.request_id.encode()
-            # A batch line's result goes to its batch's own topic (checked at admission).
-            if task.message.results_topic:
-                topic, partition = task.message.results_topic, None
-            else:
-                topic = topics.results
-            sends.append(await producer.send(topic, value, key, partition=partition))
+            topic = result_topic(task, topics)
+            if topic != topics.results:
+                partition = None
+            trace = headers_of(task)
+            sends.append(await producer.send(topic, value, key, partition=partition, headers=trace))
     await asyncio.gather(*sends)
+
+
+def result_topic(task: Task, topics: Topics) -> str:
+    """Where a task's result goes: a batch line's to its batch's own topic (checked at
+    admission), every other to the results topic."""
+    return task.message.results_topic or topics.results
 
 
 def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessage:
@@ -54,7 +66,7 @@ def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessag
         "custom_id": msg.custom_id,
         "line_tasks": msg.line_tasks,
         "choices_per_prompt": msg.choices_per_prompt,
-        "queued_ms": max(0, int((task.received_at - msg.enqueued_at) * 1000)),
+        "queued_ms": max(0, int((task.received_at - task.enqueued_at) * 1000)),
     }
     if isinstance(outcome, Completion):
         choice = ChoiceResult(

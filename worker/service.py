@@ -14,6 +14,7 @@ import sys
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from schemas import tracing
 from schemas.errors import ConfigError
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
@@ -84,7 +85,9 @@ def run_worker(models: list[str], settings: Settings, registry: Registry) -> Non
             loop.add_signal_handler(sig, stopping.set)
         await serve_models(models, settings, registry, stopping, metrics_registry)
 
+    shutdown_tracing = tracing.install(settings, "kafka-completions-worker")
     try:
         asyncio.run(main())
     finally:
+        shutdown_tracing()
         server.shutdown()

@@ -28,6 +28,7 @@ from schemas.errors import WireError
 from schemas.kafka import Record, consume_forever, tail
 from schemas.settings import Settings
 from schemas.topics import Topics
+from schemas.tracing import Headers
 from schemas.wire import KIND, KIND_RESULT, ResultMessage, StreamChunk, decode_cancel, encode
 from worker.task import Task
 
@@ -66,10 +67,13 @@ class Streamer:
         except KafkaError as exc:
             log.warning("dropping a delta of %s: %r", msg.request_id, exc)
 
-    async def reply(self, task: Task, result: ResultMessage) -> None:
-        """Queue the early copy of a result (not waiting: the committed copy is the backstop)."""
+    async def reply(self, task: Task, result: ResultMessage, trace: Headers | None = None) -> None:
+        """Queue the early copy of a result (not waiting: the committed copy is the backstop).
+
+        ``trace``: the headers of the result's trace, as its committed copy has them.
+        """
         try:
-            await self._send(task, encode(result), [(KIND, KIND_RESULT)])
+            await self._send(task, encode(result), [(KIND, KIND_RESULT), *(trace or ())])
         except KafkaError as exc:
             log.debug("no early reply for %s: %r", task.message.request_id, exc)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.tracing import RecordHeaders
 from schemas.wire import ErrorCode, TaskMessage
 
 
@@ -16,6 +17,8 @@ class Task:
     partition: int
     offset: int
     received_at: float
+    enqueued_at: float  # the task's own stamp, else its record's timestamp (epoch seconds)
+    headers: RecordHeaders = ()  # the record's, with the trace it continues (schemas.tracing)
 
 
 @dataclass(frozen=True, slots=True)

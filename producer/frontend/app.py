@@ -2,13 +2,14 @@
 
 The request path: the guard (body size, content type, request counter), authentication, the
 route's validation (pydantic, spec ranges), the gateway (admission, per-model checks, tasks,
-publish, wait), then the answer; see the README's architecture section.
+publish, wait), then the answer; see docs/architecture.md.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CollectorRegistry
 
 from producer.frontend.auth import bearer_key
@@ -18,8 +19,11 @@ from producer.frontend.guard import Guard
 from producer.frontend.paths import Paths
 from producer.frontend.responses import declare_responses
 from producer.frontend.routes import batches, completion, files, openai, ops
+from schemas import tracing
 from schemas.registry import Registry
 from schemas.settings import Settings
+
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(
@@ -30,13 +34,30 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await front.start()
+        shutdown_tracing = tracing.install(settings, "kafka-completions-frontend")
         try:
-            yield
+            await front.start()
+            try:
+                yield
+            finally:
+                await front.stop()
         finally:
-            await front.stop()
+            shutdown_tracing()
 
-    app = FastAPI(title="kafka-completions", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own telemetry makes the server span of each request (continuing a caller's
+    # traceparent) once a tracer provider is installed, and nothing before; its metrics and
+    # logs would repeat our Prometheus metrics and log lines, and a probe every few seconds
+    # would fill the tracing backend with one-span traces.
+    telemetry = TelemetryConfig(
+        metrics=False,
+        logs=False,
+        operation_spans=False,
+        auto_configure=False,
+        exclude=lambda scope: scope.get("path") in _UNTRACED,
+    )
+    app = FastAPI(
+        title="kafka-completions", version="0.1.0", lifespan=lifespan, telemetry=telemetry
+    )
     app.state.front = front
     authenticated = bearer_key(front.keys)
     every_route = list(app.routes)  # the document's own (/openapi.json, /docs)

@@ -21,6 +21,7 @@ from schemas.errors import WireError
 from schemas.kafka import Record, Tail
 from schemas.settings import Settings
 from schemas.topics import Topics
+from schemas.tracing import RecordHeaders
 from schemas.wire import KIND, KIND_RESULT, StreamChunk, decode_chunk
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ class StreamRouter:
     """The stream-topic consumer of one front-end instance (its reply partition)."""
 
     def __init__(
-        self, settings: Settings, partition: int, on_result: Callable[[bytes | None], None]
+        self,
+        settings: Settings,
+        partition: int,
+        on_result: Callable[[bytes | None, RecordHeaders], None],
     ) -> None:
         self._settings = settings
         self._on_result = on_result
@@ -74,7 +78,7 @@ class StreamRouter:
 
     def _route(self, record: Record) -> None:
         if (KIND, KIND_RESULT) in record.headers:
-            self._on_result(record.value)
+            self._on_result(record.value, record.headers)
             return
         try:
             chunk = decode_chunk(record.value)

@@ -27,7 +27,7 @@ from producer.frontend.replies import Pending, ReplyRouter
 from producer.jobs.batch.service import BatchService
 from producer.publisher import Publisher
 from producer.refusals import ApiError, model_errors
-from schemas import logs
+from schemas import logs, tracing
 from schemas.api import CompletionResponse, ErrorBody, ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
 from schemas.kafka import ensure_topics
@@ -92,9 +92,16 @@ class Gateway:
         self.in_flight = 0
         self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
+        self._started = False
 
     async def start(self) -> None:
-        """Create the shared topics, connect, assign the reply partition, read liveness."""
+        """Create the shared topics, connect, assign the reply partition, read liveness.
+
+        Once: ``serve`` starts the gateway before uvicorn, whose lifespan then calls it again.
+        """
+        if self._started:
+            return
+        self._started = True
         await ensure_topics(self.settings, [])
         await self.publisher.start()
         topics = Topics(self.settings.topic_prefix)
@@ -132,6 +139,9 @@ class Gateway:
         ``prompts``, when given, is parallel to ``models``; a chat request gives ``messages``.
         """
         logs.request_id.set(str(request_id))
+        if self.settings.tracing:
+            names = ",".join(dict.fromkeys(models))
+            tracing.annotate({"kc.request_id": str(request_id), "gen_ai.request.model": names})
         now = time.time()
         texts = prompts or [""] * len(models)
         return [

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
+from schemas import tracing
 from schemas.errors import ConfigError, WireError
 from schemas.kafka import Record, Tail
 from schemas.metrics import FrontendMetrics
 from schemas.settings import Settings
 from schemas.topics import Topics
+from schemas.tracing import RecordHeaders
 from schemas.wire import ResultMessage, decode_result
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,9 @@ class ReplyRouter:
     def __init__(self, settings: Settings, metrics: FrontendMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._tp = TopicPartition(Topics(settings.topic_prefix).results, settings.reply_partition)
+        topics = Topics(settings.topic_prefix)
+        self._tp = TopicPartition(topics.results, settings.reply_partition)
+        self._early_topic = topics.stream
         self._tail = Tail()
         self._waiting: dict[str, Pending] = {}
         # request id (as the record key) -> committed copies still expected
@@ -99,14 +103,14 @@ class ReplyRouter:
         """The caller has its answer (or gave up)."""
         self._waiting.pop(request_id, None)
 
-    def deliver_early(self, raw: bytes | None) -> None:
+    def deliver_early(self, raw: bytes | None, headers: RecordHeaders = ()) -> None:
         """An early copy of a result: answer its caller if it still waits, else drop it."""
         try:
             result = decode_result(raw)
         except WireError as exc:
             log.warning("ignoring an early reply on the stream topic: %s", exc)
             return
-        if not self._resolve(result):
+        if not self._resolve(result, headers, early=True):
             return  # the committed copy came first, or nobody here waits for it
         key = result.request_id.encode()
         self._answered_early[key] = self._answered_early.get(key, 0) + 1
@@ -123,7 +127,7 @@ class ReplyRouter:
             log.warning("ignoring a record on the results topic: %s", exc)
             self._metrics.results_unmatched.inc()
             return
-        if not self._resolve(result):
+        if not self._resolve(result, record.headers, early=False):
             self._metrics.results_unmatched.inc()
 
     def _confirmed(self, key: bytes) -> bool:
@@ -137,11 +141,33 @@ class ReplyRouter:
             del self._answered_early[key]
         return True
 
-    def _resolve(self, result: ResultMessage) -> bool:
+    def _resolve(self, result: ResultMessage, headers: RecordHeaders, *, early: bool) -> bool:
         """Hand the result to its waiting future; False when nobody waits for it."""
         pending = self._waiting.get(result.request_id)
         future = pending.futures.get(result.choice_index) if pending else None
         if future is None or future.done():
             return False
         future.set_result(result)
+        if self._settings.tracing:
+            _reply_span(result, self._early_topic if early else self._tp.topic, headers, early)
         return True
+
+
+def _reply_span(result: ResultMessage, topic: str, headers: RecordHeaders, early: bool) -> None:
+    """The reply: the result reached its caller, a child of the worker's send of it."""
+    attributes: tracing.Attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "receive",
+        "messaging.destination.name": topic,
+        "messaging.kafka.message.key": result.request_id,
+        "gen_ai.request.model": result.model,
+        "kc.choice_index": result.choice_index,
+        "kc.early_reply": early,
+    }
+    span = tracing.tracer().start_span(
+        f"receive {topic}",
+        tracing.extract(headers),
+        kind=tracing.SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+    span.end()

@@ -29,12 +29,14 @@ def task_message(**overrides: Any) -> TaskMessage:
 
 def task(message: TaskMessage | None = None, offset: int = 0, partition: int = 0) -> Task:
     """A Task as the worker loop builds it from a fetched record."""
+    message = message or task_message()
     return Task(
-        message=message or task_message(),
+        message=message,
         topic="completions.requests.echo",
         partition=partition,
         offset=offset,
         received_at=1_700_000_000.5,
+        enqueued_at=message.enqueued_at if message.enqueued_at is not None else 1_700_000_000.0,
     )
 
 

@@ -24,7 +24,7 @@ from producer.jobs.batch.lines import BatchFile, BatchLine, parse_batch_file
 from producer.jobs.batch.output import Kind, render
 from producer.jobs.batch.store import FileStore
 from producer.jobs.jobfile import request_id
-from schemas import clients
+from schemas import clients, tracing
 from schemas.batch import (
     TERMINAL,
     BatchCancel,
@@ -260,20 +260,44 @@ class BatchService:
     async def _publish(self, record: BatchRecord, lines: list[BatchLine]) -> None:
         results = self._topics.batch_results(record.id)
         now = time.time()
+        batch = _batch_span(record, len(lines)) if self.settings.tracing else None
         try:
             sends = []
             for line in lines:
-                for task in _tasks(record, line, results, now):
+                tasks = _tasks(record, line, results, now)
+                headers = self._line_headers(batch, tasks[0]) if batch else None
+                for task in tasks:
                     topic = self._topics.bulk(task.model)
-                    sends.append(
-                        await self.producer.send(topic, encode(task), task.request_id.encode())
-                    )
+                    value, key = encode(task), task.request_id.encode()
+                    sends.append(await self.producer.send(topic, value, key, headers=headers))
             for sent in sends:
                 await sent
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"Kafka did not take the tasks of {record.id}: {exc!r}"
             ) from exc
+        finally:
+            if batch is not None:
+                batch.end()
+
+    def _line_headers(self, batch: tracing.Span, task: TaskMessage) -> tracing.Headers:
+        """The headers of a line's tasks: a trace of the line's own, linked to its batch."""
+        # A trace per line, not one for the whole batch: a batch of 50,000 lines would make
+        # one trace nobody can open, and a line is what one follows when it goes wrong.
+        attributes: tracing.Attributes = {
+            "kc.batch_id": task.job_id or "",
+            "kc.custom_id": task.custom_id or "",
+            "gen_ai.request.model": task.model,
+        }
+        line = tracing.sending(
+            self._topics.bulk(task.model),
+            task.request_id,
+            attributes,
+            context=tracing.new_trace(),
+            links=[tracing.Link(batch.get_span_context())],
+        )
+        line.end()
+        return tracing.span_headers(line)
 
     async def _write(self, record: BatchRecord) -> None:
         try:
@@ -308,6 +332,12 @@ def _tasks(record: BatchRecord, line: BatchLine, results: str, now: float) -> li
         )
         for index, choice in enumerate(line.choices)
     ]
+
+
+def _batch_span(record: BatchRecord, lines: int) -> tracing.Span:
+    """The span of a batch's publish, in the trace of the request that created it."""
+    attributes: tracing.Attributes = {"kc.batch_id": record.id, "kc.batch_lines": lines}
+    return tracing.tracer().start_span("publish batch", attributes=attributes)
 
 
 def _problems_text(parsed: BatchFile) -> str:

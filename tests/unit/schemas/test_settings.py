@@ -125,3 +125,27 @@ def test_the_worker_token_budget_is_a_setting_with_a_floor(monkeypatch: pytest.M
     monkeypatch.setenv("KC_WORKER_TOKEN_BUDGET", "100")
     with pytest.raises(ConfigError, match="KC_WORKER_TOKEN_BUDGET='100'"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+)
+@pytest.mark.parametrize("value", ["localhost:4318", "grpc://collector:4317", "http://"])
+def test_a_bad_otlp_endpoint_names_its_standard_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert f"{variable}={value!r}" in str(info.value)
+
+
+def test_tracing_is_on_only_with_an_otlp_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not load_settings().tracing
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")  # set but empty: off, as for the SDK
+    assert not load_settings().tracing
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces")
+    assert load_settings().tracing
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")
+    assert load_settings().tracing

@@ -14,12 +14,14 @@ from prometheus_client import CollectorRegistry
 from schemas.metrics import WorkerMetrics
 from schemas.registry import load_registry
 from schemas.settings import Settings
+from schemas.tracing import Headers
 from schemas.wire import ResultMessage, encode
 from tests.unit.factories import task, task_message
 from worker.admission import Expired, Fetched, admit, replies_early
 from worker.backends.echo import EchoBackend
 from worker.loop import ModelWorker
-from worker.task import DeadLetter, Task
+from worker.publish import result_message
+from worker.task import DeadLetter, Failure, Task
 
 NOW = 1_700_000_100.0
 TOPIC = "completions.requests.echo"
@@ -58,6 +60,26 @@ def test_a_task_of_another_model_is_dead_lettered_with_both_names() -> None:
     assert "'gpt-4'" in decision.reason and "'echo'" in decision.reason
     assert decision.source == f"{TOPIC}:3:7"
     assert (decision.key, decision.value) == (b"req-1", value)  # the original bytes, kept
+
+
+@pytest.mark.parametrize(
+    ("stamped", "timestamp_ms", "enqueued"),
+    [
+        (1_700_000_050.0, 1_700_000_090_000, 1_700_000_050.0),  # the producer's stamp wins
+        (None, 1_700_000_090_000, 1_700_000_090.0),  # else the record's timestamp
+        (None, -1, NOW),  # a record without one: queued for no time
+    ],
+)
+def test_a_task_is_enqueued_at_its_stamp_else_its_record_timestamp(
+    stamped: float | None, timestamp_ms: int, enqueued: float
+) -> None:
+    record = Fetched(TOPIC, 3, 7, b"k", _task_bytes(enqueued_at=stamped), timestamp_ms)
+    decision = admit(record, "echo", NOW)
+    assert isinstance(decision, Task)
+    assert decision.enqueued_at == enqueued
+    assert decision.message.enqueued_at == stamped
+    result = result_message(decision, Failure("cancelled", "gone"), "w-1")
+    assert result.queued_ms == round((NOW - enqueued) * 1000), "the result's queue time"
 
 
 def test_an_expired_task_of_another_model_is_still_dead_lettered() -> None:
@@ -103,7 +125,7 @@ class _Streamer:
     def __init__(self) -> None:
         self.replies: list[tuple[str, ResultMessage]] = []
 
-    async def reply(self, t: Task, result: ResultMessage) -> None:
+    async def reply(self, t: Task, result: ResultMessage, trace: Headers | None = None) -> None:
         self.replies.append((t.message.request_id, result))
 
     async def send(self, t: Task, text: str) -> None:
@@ -151,7 +173,7 @@ async def test_the_worker_hands_the_backend_only_live_tasks_of_its_model(
         b"garbage",
     ]
     taken = [
-        worker._admit(tp, SimpleNamespace(offset=i, key=None, value=v))
+        worker._admit(tp, SimpleNamespace(offset=i, key=None, value=v, timestamp=-1, headers=()))
         for i, v in enumerate(records)
     ]
     assert [t.message.request_id if t else None for t in taken] == ["live", None, None, None]

@@ -375,6 +375,7 @@ def test_200_with_results_routed_back(app: FastAPI) -> None:
         assert t.key_id == key_id(KEY)
         assert KEY not in json.dumps(t.model_dump())
         assert t.reply_partition == front.settings.reply_partition
+        assert t.enqueued_at is not None, "our producers stamp their tasks"
         assert t.deadline == pytest.approx(t.enqueued_at + front.settings.request_timeout_s)
         s = t.sampling
         assert (s.max_tokens, s.temperature, s.top_p, s.stop) == (5, 0.3, 0.9, ("zzz",))
