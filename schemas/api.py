@@ -1,6 +1,6 @@
 """HTTP bodies of ``POST /v1/completion``, field for field and range for range as docs/API.md.
 
-Decisions where the spec is silent (also in the README):
+Decisions where the spec is silent (also in docs/API.md):
 - ``max_tokens`` defaults to 64 and is capped at 4096; a model may stop earlier at its context.
 - ``temperature`` defaults to 1.0 and ``top_p`` to 1.0; temperature 0 means greedy decoding.
 - ``stop`` holds at most 16 non-empty strings (a vendor may accept fewer: checked per model).

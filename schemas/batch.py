@@ -40,7 +40,7 @@ UPLOAD_FILE_SCHEMA: dict[str, Any] = {
     "pattern": UPLOAD_FILE_PATTERN,
     "description": (
         "JSON Lines of {custom_id, method, url, body}, each line valid for its url with a "
-        "configured model; the pattern is one such file (the README's OpenAI Batch API section)"
+        "configured model; the pattern is one such file (docs/batches.md)"
     ),
 }
 Metadata = Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)]

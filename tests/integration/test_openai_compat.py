@@ -255,7 +255,7 @@ async def test_at_most_16_stop_strings_over_http(
     sdk: tuple[openai.AsyncOpenAI, httpx.AsyncClient], path: str
 ) -> None:
     _, http = sdk
-    sixteen = [f"zz{i}" for i in range(16)]  # a literal 16: the README's promise
+    sixteen = [f"zz{i}" for i in range(16)]  # a literal 16: docs/API.md's promise
     body = {"model": "echo", "prompt": "one two", "max_tokens": 3}
     served = await http.post(path, json=body | {"stop": sixteen})
     assert served.status_code == 200, served.text

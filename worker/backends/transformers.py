@@ -6,7 +6,7 @@ budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others genera
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
 bf16 with SDPA (never flash_attention_2: see ``_attention``); on CPU in bf16 with SDPA (B1 in
-the README's Benchmarks section measures the batching).
+docs/benchmarks.md measures the batching).
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def test_response_serialises_created_as_iso_8601_and_id_as_uuid_string() -> None
 
 
 def test_at_most_16_stop_strings_pinned() -> None:
-    # A literal on purpose: the README promises 16, whatever the constant says.
+    # A literal on purpose: docs/API.md promises 16, whatever the constant says.
     sixteen = [f"s{i}" for i in range(16)]
     assert _request(stop=sixteen).stop == sixteen
     assert _locs(_refused(stop=[*sixteen, "s16"])) == {"stop"}
