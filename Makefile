@@ -4,7 +4,7 @@
 # the converted model; each step is skipped once done. Python packages are installed at the
 # versions of constraints.txt (the tested set; `make lock` refreshes it), the Kafka jars at the
 # version pinned in scripts/devstack/pom.xml. `make test` also installs the system tools the
-# suite uses (Prometheus, docker-compose: scripts/install-tools.sh, skipped when present).
+# suite uses (Prometheus, docker-compose, g++, kcat: scripts/install-tools.sh, skipped when present).
 
 PYTHON ?= python3
 VENV ?= .venv
