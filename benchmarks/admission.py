@@ -69,7 +69,8 @@ def _task(i: int, params: str) -> Task:
         sampling=sampling,
         enqueued_at=time.time(),
     )
-    return Task(message, "bench", 0, i, time.time())
+    now = time.time()
+    return Task(message, "bench", 0, i, now, now)
 
 
 async def _cell(backend: TransformersBackend, probe: _Probe, params: str, n: int, c: int) -> Run:

@@ -82,7 +82,7 @@ async def _loop(requests: int, params: dict[str, Any]) -> list[Sample]:
             enqueued_at=time.time(),
         )
         started = time.perf_counter()
-        async for _, event in backend.run([Task(message, "bench", 0, i, time.time())]):
+        async for _, event in backend.run([Task(message, "bench", 0, i, time.time(), time.time())]):
             if isinstance(event, Completion):
                 return time.perf_counter() - started, event.completion_tokens
         raise RuntimeError("the task ended without a completion")

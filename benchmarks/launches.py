@@ -3,7 +3,7 @@
 A 30-layer Llama of random narrow weights with SmolLM2's vocabulary (49,152) decodes 32 rows;
 one step is counted under the dispatch mode of ``tests/unit/worker/test_step_syncs.py``, with
 plain sampling and with the API spec example's parameters. Views (reshape, transpose, slice...)
-are counted apart: they launch nothing. The figures feed the README's GPU estimate.
+are counted apart: they launch nothing. The figures feed the GPU estimate of docs/benchmarks.md.
 """
 
 from __future__ import annotations

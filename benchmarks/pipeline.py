@@ -27,9 +27,12 @@ _BODY = {"model": ECHO, "prompt": "the quick brown fox jumps", "max_tokens": 16}
 SUSTAINED_P99_S = 1.0  # beyond this the queue grows: the rate is not sustained
 
 
-async def _open(stack: Stack, rate: float, duration_s: float, label: str) -> Run:
+async def at_rate(
+    stack: Stack, rate: float, duration_s: float, label: str, name: str = "B2"
+) -> Run:
+    """``rate`` completions a second on echo for ``duration_s`` (after 20 to warm up)."""
     pool = Pool("127.0.0.1", stack.port, 512)
-    run = Run("B2", "ours (echo)", label)
+    run = Run(name, "ours (echo)", label)
 
     async def send(_: int) -> int | None:
         status, raw = await pool.post("/v1/completion", _BODY, HEADERS)
@@ -83,9 +86,9 @@ async def _in_flight(stack: Stack, count: int) -> Run:
 async def b2(bootstrap: str, low_rate: float, rates: list[float], duration_s: float) -> list[Run]:
     """Added latency at ``low_rate``, then rising rates until one is not sustained."""
     async with service(bootstrap, [ECHO]) as stack:
-        runs = [await _open(stack, low_rate, min(duration_s, 10.0), f"{low_rate:g} req/s")]
+        runs = [await at_rate(stack, low_rate, min(duration_s, 10.0), f"{low_rate:g} req/s")]
         for rate in rates:
-            run = await _open(stack, rate, duration_s, f"{rate:g} req/s for {duration_s:g} s")
+            run = await at_rate(stack, rate, duration_s, f"{rate:g} req/s for {duration_s:g} s")
             run.extra["sustained"] = sustained(run)
             runs.append(run)
             if not sustained(run):

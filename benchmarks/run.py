@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run [--quick] [--only B1,B2,B3]``: run, print a table, write JSON.
+"""``python -m benchmarks.run [--quick] [--only B1,B2,B3,B4]``: run, print a table, write JSON.
 
 Results go to ``benchmarks/results/<UTC time>.json`` (gitignored). Ratios are computed
 within one run only: the machine is shared and noisy, so figures of different runs do not
@@ -20,6 +20,7 @@ from benchmarks.local import OURS, SERVE, b1
 from benchmarks.pipeline import b2, b3
 from benchmarks.stack import broker
 from benchmarks.stats import Run
+from benchmarks.tracing import b4
 
 RESULTS = Path(__file__).parent / "results"
 _COLUMNS = (
@@ -38,7 +39,7 @@ _COLUMNS = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter steps")
-    parser.add_argument("--only", default="B1,B2,B3", help="comma-separated benchmarks")
+    parser.add_argument("--only", default="B1,B2,B3,B4", help="comma-separated benchmarks")
     return parser
 
 
@@ -53,6 +54,8 @@ async def _all(quick: bool, only: set[str]) -> list[Run]:
             runs += await b2(bootstrap, 100.0, rates, 5.0 if quick else 30.0)
         if "B3" in only:
             runs += await b3(bootstrap, 2000 if quick else 10_000)
+        if "B4" in only:
+            runs += await b4(bootstrap, 100.0, 10.0 if quick else 30.0)
     return runs
 
 

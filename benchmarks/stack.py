@@ -44,12 +44,19 @@ class Stack:
 
 
 @contextlib.contextmanager
-def broker() -> Iterator[str]:
-    """A fresh single-node broker for the whole benchmark run."""
+def local_broker() -> Iterator[LocalBroker]:
+    """A fresh single-node broker for the whole benchmark run (its files in a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="kc-bench-") as tmp:
         cache = Path(os.environ.get("KC_CACHE_DIR") or DEFAULT_CACHE_DIR).expanduser()
         with LocalBroker(Path(tmp) / "broker", cache, port=0, controller_port=0) as b:
-            yield b.bootstrap
+            yield b
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    """The bootstrap address of a fresh broker, for benchmarks that need nothing else."""
+    with local_broker() as b:
+        yield b.bootstrap
 
 
 @contextlib.asynccontextmanager
