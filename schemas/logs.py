@@ -25,6 +25,7 @@ _FIELDS = ("request_id", "model", "choice_index", "outcome", "status", "job_id")
 # Their INFO lines narrate connections and group joins that our own lines already summarise
 # (a fresh `make run` printed 17 of them, one a 900-character partition list).
 LIBRARIES = ("aiokafka", "uvicorn", "transformers", "httpx", "httpcore", "huggingface_hub")
+_LIBRARY_CHILDREN = tuple(f"{name}." for name in LIBRARIES)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -104,6 +105,11 @@ def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     libraries = logging.NOTSET if level == "DEBUG" else max(logging.WARNING, root.level)
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(libraries)
+    # A library's own loggers follow it: one that set a level of its own (uvicorn's Config
+    # sets uvicorn.error's when given a log level) would otherwise keep it.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith(_LIBRARY_CHILDREN):
+            logger.setLevel(logging.NOTSET)
 
 
 def quiet_progress_bars() -> None:

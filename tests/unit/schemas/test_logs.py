@@ -81,6 +81,7 @@ def test_json_ts_is_utc_on_a_machine_in_another_zone(monkeypatch: pytest.MonkeyP
     [("INFO", logging.WARNING), ("ERROR", logging.ERROR), ("DEBUG", logging.DEBUG)],
 )
 def test_client_libraries_say_only_warnings_unless_debug(level: str, library_level: int) -> None:
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # as uvicorn's Config does
     logs.configure_logging(level, "text")
     for name in ("aiokafka", "aiokafka.consumer.group_coordinator", "uvicorn.error"):
         assert logging.getLogger(name).getEffectiveLevel() == library_level, name
