@@ -71,6 +71,10 @@ class FileRecord(BaseModel):
     expires_at: int | None = None
     upload: str = ""  # names the chunk keys: <id>:<upload>:<n>
     chunks: tuple[ChunkRef, ...] = ()
+    # What the upload's check found, so that creating a batch of it need not read it again.
+    endpoints: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    tasks: int = 0
 
 
 class BatchMoments(BaseModel):
@@ -148,6 +152,10 @@ class BatchRecord(BatchMoments):
     counts: RequestCounts | None = None  # final counts, once the batch ended
     output: OutputFile | None = None
     error_file: OutputFile | None = None
+    traceparent: str | None = None  # the span that created it: each line's trace links to it
+    # Its lines are handed out by the dispatcher (every batch created since it exists); a batch
+    # created before published all its tasks at creation, and the dispatcher leaves it alone.
+    metered: bool = False
 
     def moved(self, **changes: Any) -> BatchRecord:
         """A copy with ``changes``."""
@@ -157,6 +165,21 @@ class BatchRecord(BatchMoments):
     def output_expires_at(self) -> int:
         """When its output and error files stop being served."""
         return self.created_at + self.output_expires_after_s
+
+
+class DispatchCursor(BaseModel):
+    """How far the dispatcher has handed out a batch's lines (compacted dispatch topic).
+
+    Written in the same transaction as the tasks it accounts for, so a dispatcher that takes
+    over continues exactly where the last committed one stopped.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    batch_id: str
+    next_line: int = 0  # lines [0, next_line) of the valid lines are handed out or answered
+    tasks: dict[str, int] = Field(default_factory=dict)  # tasks published, by model
 
 
 class BatchCancel(BaseModel):

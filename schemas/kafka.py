@@ -34,11 +34,11 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
         NewTopic(topics.stream, settings.results_partitions, 1),
         NewTopic(topics.cancel, 1, 1, topic_configs={"retention.ms": "3600000"}),
         NewTopic(topics.dlq, 1, 1),
-        NewTopic(topics.jobs, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.files, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.file_chunks, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.batches, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.batch_cancels, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.dispatch, 1, 1, topic_configs=_COMPACT),
     ]
     for model in models:
         layout.append(NewTopic(topics.requests(model), settings.request_partitions, 1))

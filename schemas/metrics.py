@@ -41,6 +41,9 @@ class FrontendMetrics:
     timeouts: Counter
     rejected: Counter
     results_unmatched: Counter
+    bulk_waiting: Gauge
+    bulk_in_flight: Gauge
+    bulk_window: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FrontendMetrics:
@@ -76,6 +79,23 @@ class FrontendMetrics:
             results_unmatched=make.counter(
                 "kc_results_unmatched_total",
                 "Results on this front end's reply partition with no waiting caller",
+            ),
+            # Set by the front end that dispatches (the others leave them empty); a key is its
+            # key id, at most KEY_LABELS of them, the rest summed under "other".
+            bulk_waiting=make.gauge(
+                "kc_bulk_lines_waiting",
+                "Batch lines not yet handed to the bulk lanes, per API key",
+                "key",
+            ),
+            bulk_in_flight=make.gauge(
+                "kc_bulk_lines_in_flight",
+                "Batch lines handed to the bulk lanes and not yet answered, per API key",
+                "key",
+            ),
+            bulk_window=make.gauge(
+                "kc_bulk_window_tasks",
+                "The dispatcher's window of bulk tasks in flight, per model",
+                "model",
             ),
         )
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 REQUESTS = "completions.requests"
 RESULTS = "completions.results"
 DLQ = "completions.dlq"
-JOBS = "completions.jobs"
 STREAM = "completions.stream"
 CANCEL = "completions.cancel"
 BULK_SUFFIX = ".bulk"
@@ -15,6 +14,7 @@ FILES = "completions.files"
 FILE_CHUNKS = "completions.file-chunks"
 BATCHES = "completions.batches"
 BATCH_CANCELS = "completions.batch-cancels"
+DISPATCH = "completions.dispatch"
 BATCH_RESULTS = "completions.batch."
 
 
@@ -53,11 +53,6 @@ class Topics:
         return f"{self.prefix}{DLQ}"
 
     @property
-    def jobs(self) -> str:
-        """Compacted topic of bulk job manifests."""
-        return f"{self.prefix}{JOBS}"
-
-    @property
     def files(self) -> str:
         """Compacted topic of uploaded files' metadata, keyed by file id."""
         return f"{self.prefix}{FILES}"
@@ -76,6 +71,23 @@ class Topics:
     def batch_cancels(self) -> str:
         """Compacted topic of cancelled batches; every worker reads it whole."""
         return f"{self.prefix}{BATCH_CANCELS}"
+
+    @property
+    def dispatch(self) -> str:
+        """Compacted topic of dispatch cursors, keyed by batch id; its one partition's owner
+        in the dispatch group is the one dispatcher."""
+        return f"{self.prefix}{DISPATCH}"
+
+    @property
+    def dispatch_group(self) -> str:
+        """The front ends' group that elects the dispatcher."""
+        return f"{self.prefix}kc-dispatch"
+
+    @property
+    def dispatcher_transaction(self) -> str:
+        """The dispatcher's transactional id: one for every front end, so a new dispatcher
+        fences the one before it."""
+        return f"{self.prefix}kc-dispatcher"
 
     def batch_results(self, batch_id: str) -> str:
         """The results of one batch's lines (one partition): what its output is read from."""

@@ -147,3 +147,17 @@ def annotate(attributes: Attributes) -> None:
 def span_headers(span: trace.Span) -> Headers:
     """The headers that make ``span`` the parent of what a record's reader does."""
     return inject([], under(span))
+
+
+def link_to(traceparent: str) -> trace.Link:
+    """A span link to the span a ``traceparent`` value names (kept in a record, say)."""
+    context = extract([("traceparent", traceparent.encode())])
+    return trace.Link(trace.get_current_span(context).get_span_context())
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """The ``traceparent`` value naming ``span`` (None when tracing is off)."""
+    for key, value in span_headers(span):
+        if key == "traceparent":
+            return value.decode()
+    return None

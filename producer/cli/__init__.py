@@ -6,9 +6,9 @@ broker start|stop|status   the local single-node Kafka broker (development, test
 dev                   everything at once on the embedded defaults (what `make run` runs)
 models list|prepare   the registry with each model's state; convert local weights once
 models add NAME --path P   write a local model's entry into the KC_REGISTRY_PATH file
-submit FILE.jsonl     publish a bulk job (see producer/cli/jobs.py for every option)
-collect --job ID -o OUT.jsonl   write a job's results (resumes; never duplicates a line)
-jobs status ID|list   counts of done, failed, pending and tokens per job
+submit FILE.jsonl     make a batch of a bulk job (see producer/cli/jobs.py for every option)
+collect --job ID -o OUT.jsonl   write a job's lines (resumes; never duplicates a line)
+jobs status ID|list   lines completed, failed and pending per job
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from producer.frontend.auth import KeyChecker
 from producer.frontend.deltas import StreamRouter, StreamState
 from producer.frontend.liveness import Liveness
 from producer.frontend.replies import Pending, ReplyRouter
+from producer.jobs.batch.dispatch import Dispatcher
 from producer.jobs.batch.service import BatchService
 from producer.publisher import Publisher
 from producer.refusals import ApiError, model_errors
@@ -89,6 +90,7 @@ class Gateway:
         self.liveness = Liveness(settings, configured)
         self.streams = StreamRouter(settings, settings.reply_partition, self.replies.deliver_early)
         self.batches = BatchService(settings, registry)
+        self.dispatcher = Dispatcher(settings, registry, self.batches.book, self.metrics)
         self.in_flight = 0
         self.started = int(time.time())  # `created` of the models in GET /v1/models
         self._background: set[asyncio.Task[None]] = set()
@@ -109,9 +111,11 @@ class Gateway:
         await self.streams.start()
         await self.liveness.start()
         await self.batches.start()
+        await self.dispatcher.start()
 
     async def stop(self) -> None:
-        """Disconnect everything."""
+        """Disconnect everything (the dispatch group first: another front end takes over)."""
+        await self.dispatcher.stop()
         await self.batches.stop()
         await self.liveness.stop()
         await self.streams.stop()

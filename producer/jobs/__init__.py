@@ -1,35 +1,48 @@
-"""The bulk-job client: submit a JSONL file to the bulk lanes, follow and collect its results.
+"""Bulk jobs from the command line and from Python: every job is a batch of the Batch API.
 
 The Python API (``await`` it in a notebook, ``asyncio.run`` it in a script)::
 
-    from producer.jobs import collect, iter_results, submit
+    from producer.jobs import collect, job_status, submit
 
     report = await submit(settings, "prompts.jsonl", job_id="nightly-1")
-    async for line in iter_results(settings, "nightly-1"):
-        print(line.custom_id, line.model, line.response or line.error)
-    await collect(settings, "nightly-1", Path("out.jsonl"))
+    print(await job_status(settings, "nightly-1"))
+    await collect(settings, "nightly-1", Path("out.jsonl"), timeout_s=3600)
 
-One module per step: ``jobfile`` (parse and check the file), ``submission`` (publish it),
-``manifest`` (the job's record on the compacted jobs topic), ``scan`` (read a topic to its
-end), ``tally`` (count a job's results once each), ``collect`` (write them out), ``status``.
-This package imports neither FastAPI nor ``producer.frontend``.
+One module per step: ``jobfile`` (check a file's lines), ``submission`` (make the job's
+batch), ``job`` (a job's batches and counts, from the batch book), ``collect`` (write its
+lines out); ``batch`` is the Batch API's job model that all of them drive. This package
+imports neither FastAPI nor ``producer.frontend``.
 """
 
-from producer.jobs.collect import CollectReport, collect, iter_results
+from __future__ import annotations
+
+from producer.jobs.batch.session import opened
+from producer.jobs.collect import CollectReport, collect
+from producer.jobs.job import Job, find_job, jobs
 from producer.jobs.jobfile import JobError, JobFileInvalid
-from producer.jobs.status import JobStatus, job_status, list_jobs
 from producer.jobs.submission import SubmitReport, submit
-from producer.jobs.tally import OutputLine
+from schemas.settings import Settings
+
+
+async def job_status(settings: Settings, job_id: str) -> Job:
+    """A job (or batch) and the counts of its lines."""
+    async with opened(settings) as service:
+        return find_job(service.book, job_id)
+
+
+async def list_jobs(settings: Settings) -> list[Job]:
+    """Every job and every batch made without a job name, oldest first."""
+    async with opened(settings) as service:
+        return jobs(service.book)
+
 
 __all__ = [
     "CollectReport",
+    "Job",
     "JobError",
     "JobFileInvalid",
-    "JobStatus",
-    "OutputLine",
     "SubmitReport",
     "collect",
-    "iter_results",
     "job_status",
     "list_jobs",
     "submit",

@@ -1,93 +1,55 @@
-"""Collecting a job's results: an iterator for notebooks, and ``collect`` into a JSONL file.
+"""Collecting a job: wait for its batch to end, then write one line per custom_id.
 
-Both read the results topic from the beginning (read_committed, no consumer group) and keep
-the records of one job, so a rerun sees everything the last run saw. ``collect`` first reads
-the output file it appends to: a (custom_id, model) already written with the same line is not
-written again; a line whose outcome changed (a failed task answered after ``--retry-failed``)
-is replaced when the run ends, by rewriting the file atomically. A torn last line (a run
-killed mid-write) is dropped and written again.
+``collect`` follows the job in the batch book (a progress bar of completed and failed lines)
+until its newest batch ends or ``--timeout`` passes, then writes the lines answered so far,
+batch by batch, oldest first, in OpenAI's batch output format: a retry's answer replaces the
+failure it retried. It first reads the output file it writes to: a custom_id already written
+with the same line is not written again, and a line whose outcome changed is replaced by
+rewriting the file atomically when the run ends. A torn last line (a run killed mid-write) is
+dropped and written again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from contextlib import aclosing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from producer.jobs.batch.lines import parse_batch_file
+from producer.jobs.batch.output import answered_lines
+from producer.jobs.batch.service import BatchService
+from producer.jobs.batch.session import opened
+from producer.jobs.batch.store import FileStore
+from producer.jobs.job import Job, find_job
 from producer.jobs.jobfile import JobError
-from producer.jobs.manifest import JobManifest, read_manifests
-from producer.jobs.scan import job_needle, scan
-from producer.jobs.tally import JobTally, Key, OutputLine
+from schemas.registry import Registry
 from schemas.settings import Settings
-from schemas.topics import Topics
-from schemas.wire import decode_result, decode_task
 
+_POLL_S = 0.2
 _MISSING_SHOWN = 10
+Progress = Callable[[Job], None]
 
 
 @dataclass(frozen=True, slots=True)
 class CollectReport:
-    """What a collect run did, and what is still missing."""
+    """Where the job stood when collect wrote it, and what is still missing."""
 
-    job_id: str
-    tasks: int
-    done: int
-    failed: int
-    tokens: int
+    job: Job
     written: int
     replaced: int
-    missing: list[Key]
+    missing: list[str]
 
     @property
     def complete(self) -> bool:
-        """Every task of the job has a line in the output."""
-        return self.done + self.failed >= self.tasks
-
-
-async def manifest_of(settings: Settings, job_id: str) -> JobManifest:
-    """The manifest of a job, or JobError when there is none."""
-    manifest = (await read_manifests(settings)).get(job_id)
-    if manifest is None:
-        raise JobError(f"no job {job_id!r} on the jobs topic (kafka-completions jobs list)")
-    return manifest
-
-
-async def follow_job(
-    settings: Settings, manifest: JobManifest, tally: JobTally, timeout_s: float | None
-) -> AsyncGenerator[list[OutputLine], None]:
-    """Batches of newly counted outcomes until every task has one or ``timeout_s`` passes."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    topic = Topics(settings.topic_prefix).results
-    needle = job_needle(manifest.job_id)
-    async with aclosing(scan(settings, [topic], needle=needle, follow=True)) as batches:
-        async for batch in batches:
-            changed = []
-            for record in batch:
-                result = decode_result(record.value)
-                if result.job_id == manifest.job_id and tally.add(result, record.timestamp):
-                    changed.append(OutputLine.of(result))
-            yield changed
-            if tally.pending == 0 or (deadline is not None and time.monotonic() > deadline):
-                return
-
-
-async def iter_results(
-    settings: Settings, job_id: str, *, timeout_s: float | None = None
-) -> AsyncIterator[OutputLine]:
-    """Each (custom_id, model) outcome of a job once, as it arrives (the notebook API)."""
-    manifest = await manifest_of(settings, job_id)
-    tally = JobTally(manifest.tasks, manifest.retry_cutoff_ms)
-    async with aclosing(follow_job(settings, manifest, tally, timeout_s)) as batches:
-        async for batch in batches:
-            for line in batch:
-                yield line
+        """The job's newest batch ended, so the output holds every outcome there will be."""
+        return self.job.ended
 
 
 async def collect(
@@ -97,58 +59,56 @@ async def collect(
     *,
     timeout_s: float | None = None,
     progress: bool = True,
+    registry: Registry | None = None,
 ) -> CollectReport:
-    """Write one line per (custom_id, model) of a job to ``out``, resuming what is there."""
-    manifest = await manifest_of(settings, job_id)
-    tally = JobTally(manifest.tasks, manifest.retry_cutoff_ms)
+    """Write one line per custom_id of a job (or batch) to ``out``, resuming what is there."""
     output = OutputFile(out)
-    bar = tqdm(total=manifest.tasks, unit="task", desc=job_id, disable=not progress)
+    bar = tqdm(unit="line", desc=job_id, disable=not progress)
+
+    def show(job: Job) -> None:
+        bar.total = job.lines
+        bar.n = job.completed + job.failed
+        bar.set_postfix(completed=job.completed, failed=job.failed)
+
     try:
-        async with aclosing(follow_job(settings, manifest, tally, timeout_s)) as batches:
-            async for batch in batches:
-                for line in batch:
-                    output.put(line)
-                output.flush()
-                bar.n = tally.done + tally.failed
-                bar.set_postfix(done=tally.done, failed=tally.failed, tokens=tally.tokens)
+        async with opened(settings, registry) as service:
+            job = await follow(service, job_id, timeout_s, show)
+            for batch in job.batches:
+                async for _, line in answered_lines(settings, batch):
+                    output.put(line.decode().rstrip("\n"))
+            missing = [] if job.ended else await missing_ids(service, job)
     finally:
         bar.close()
         output.close()
-    missing = [] if tally.pending == 0 else await missing_keys(settings, manifest, tally)
-    return CollectReport(
-        job_id=job_id,
-        tasks=manifest.tasks,
-        done=tally.done,
-        failed=tally.failed,
-        tokens=tally.tokens,
-        written=output.appended,
-        replaced=output.replaced,
-        missing=missing,
-    )
+    return CollectReport(job, output.appended, output.replaced, missing)
 
 
-async def missing_keys(
-    settings: Settings, manifest: JobManifest, tally: JobTally, limit: int = _MISSING_SHOWN
-) -> list[Key]:
-    """Up to ``limit`` (custom_id, model) of the job with no counted outcome, from its tasks."""
-    topics = Topics(settings.topic_prefix)
-    missing: dict[Key, None] = {}
-    bulk = [topics.bulk(m) for m in sorted(manifest.models)]
-    needle = job_needle(manifest.job_id)
-    async with aclosing(scan(settings, bulk, needle=needle)) as batches:
-        async for batch in batches:
-            for record in batch:
-                task = decode_task(record.value)
-                key = (task.custom_id or "", task.model)
-                if task.job_id == manifest.job_id and key not in tally.final:
-                    missing[key] = None
-            if len(missing) >= limit:
-                break
-    return list(missing)[:limit]
+async def follow(
+    service: BatchService, job_id: str, timeout_s: float | None, progress: Progress
+) -> Job:
+    """Wait until the job's newest batch ends or ``timeout_s`` passes; the job then."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        job = find_job(service.book, job_id)
+        progress(job)
+        if job.ended or (deadline is not None and time.monotonic() > deadline):
+            return job
+        await asyncio.sleep(_POLL_S)
+
+
+async def missing_ids(service: BatchService, job: Job, limit: int = _MISSING_SHOWN) -> list[str]:
+    """Up to ``limit`` custom_ids of the job's newest batch with no outcome yet."""
+    answered = service.book.answered(job.latest.id)
+    source = service.book.files.get(job.latest.input_file_id)
+    if source is None:
+        return []
+    content = await FileStore(service.settings, service.producer).read(source)
+    lines = parse_batch_file(content, service.registry, service.settings).lines
+    return [line.custom_id for line in lines if line.custom_id not in answered][:limit]
 
 
 class OutputFile:
-    """A JSONL output file appended to by key, never holding two lines for one key."""
+    """A JSONL output file appended to by custom_id, never holding two lines for one."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -157,44 +117,40 @@ class OutputFile:
         self.replaced = 0
         self._file: IO[str] = path.open("a", encoding="utf-8")
 
-    def put(self, line: OutputLine) -> None:
-        """Write the line of a key, unless the file already holds exactly it."""
-        text = line.dumps()
-        held = self.lines.get(line.key)
+    def put(self, text: str) -> None:
+        """Write the line of a custom_id, unless the file already holds exactly it."""
+        custom_id = json.loads(text)["custom_id"]
+        held = self.lines.get(custom_id)
         if held == text:
             return
-        self.lines[line.key] = text
+        self.lines[custom_id] = text
         if held is None:
             self._file.write(text + "\n")
             self.appended += 1
         else:
             self.replaced += 1
 
-    def flush(self) -> None:
-        """Make what was appended durable before the next batch is read."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
     def close(self) -> None:
         """Close, rewriting the file (atomically) when a line was replaced."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
         if self.replaced:
             _write_atomically(self._path, self.lines.values())
 
 
-def read_output(path: Path) -> dict[Key, str]:
-    """The lines of an existing output file by key (a torn last line is dropped from it)."""
+def read_output(path: Path) -> dict[str, str]:
+    """The lines of an existing output file by custom_id (a torn last line is dropped)."""
     if not path.exists():
         return {}
     data = path.read_text(encoding="utf-8")
-    lines: dict[Key, str] = {}
+    lines: dict[str, str] = {}
     complete, _, torn = data.rpartition("\n")
     for number, text in enumerate(complete.splitlines(), start=1):
         if not text.strip():
             continue
         try:
-            body = json.loads(text)
-            lines[(body["custom_id"], body["model"])] = text
+            lines[json.loads(text)["custom_id"]] = text
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise JobError(
                 f"{path}:{number} is not a collect output line ({exc}); "

@@ -26,8 +26,8 @@ from schemas.registry import Registry
 from schemas.wire import Sampling
 
 MAX_CUSTOM_ID_CHARS = 256
-# Request ids of bulk tasks are uuid5(namespace, job/custom_id/model): the same line of the same
-# job always gets the same id, which is what makes resubmission and collection idempotent.
+# Request ids of batch tasks are uuid5(namespace, batch/custom_id/choice): the same choice of
+# the same line always gets the same id, whoever publishes it and however often.
 _REQUEST_ID_NAMESPACE = uuid.UUID("6c1f7a54-8a3e-4f3c-9b0e-5c2d4a7e9f10")
 LineT = TypeVar("LineT", bound="CheckedLine")
 
@@ -104,19 +104,10 @@ class LineProblem:
 class JobFile(CheckedFile[JobLine]):
     """The valid lines of a job file, and the problems of the others."""
 
-    @property
-    def digest(self) -> str:
-        """A fingerprint of the valid content: a resubmission is recognised by it."""
-        h = hashlib.sha256()
-        for line in self.lines:
-            h.update(line.custom_id.encode() + b"\0")
-            h.update(line.request.model_dump_json().encode() + b"\n")
-        return h.hexdigest()
 
-
-def request_id(job_id: str, custom_id: str, model: str) -> str:
-    """The deterministic request id of one (job, custom_id, model) task."""
-    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{job_id}\n{custom_id}\n{model}"))
+def request_id(batch_id: str, custom_id: str, choice: str) -> str:
+    """The deterministic request id of one (batch, custom_id, choice) task."""
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{batch_id}\n{custom_id}\n{choice}"))
 
 
 def default_job_id(data: bytes) -> str:

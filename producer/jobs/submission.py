@@ -1,68 +1,86 @@
-"""Submitting a bulk job: parse its file, record its manifest, publish its tasks.
+"""Submitting a bulk job: every job is a batch of the Batch API.
 
-Idempotence: a task's request id is derived from (job, custom_id, model), and a job's manifest
-(on the compacted jobs topic) records a digest of its content and whether its submission
-finished. Submitting a finished job again publishes nothing; a submission that was interrupted
-publishes only the tasks with no result yet; the same job id with other content is refused.
-Whatever is still answered twice (a task in flight when a submission was interrupted) is
-counted once by the collector.
+A job file (a ``/v1/completion`` body plus ``custom_id`` a line) becomes a batch of
+``/v1/completion`` lines; a file in OpenAI's batch format is taken as it is. Every line is
+checked first, with its number in each problem, and nothing is published while one is bad
+(``--skip-invalid`` leaves the bad lines out and lists them). The batch is then uploaded and
+created like one made over HTTP, owned by the first key of ``KC_API_KEYS`` (so that key sees
+it there) or, with no key configured, by ``operator``, which no HTTP key can be.
+
+Idempotence by job name: the batch carries the job's name and a digest of its lines, so the
+same file submitted again publishes nothing, and the same name with other lines is refused.
+``--retry-failed`` creates a batch of the lines whose outcome is an error, linked to the batch
+it retries; ``--deadline-s`` is the completion window.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError
-from tqdm import tqdm  # type: ignore[import-untyped]
-
+from producer.jobs.batch.lines import parse_batch_file
+from producer.jobs.batch.output import answered_lines
+from producer.jobs.batch.service import BatchService
+from producer.jobs.batch.session import opened
+from producer.jobs.job import DIGEST, JOB, RETRY_OF, Job, find_job
 from producer.jobs.jobfile import (
     JobError,
-    JobFile,
     JobFileInvalid,
     LineProblem,
     default_job_id,
     parse_job_file,
-    request_id,
 )
-from producer.jobs.manifest import JobManifest, read_manifests, write_manifest
-from producer.jobs.status import tally_of
-from producer.jobs.tally import Key
-from schemas import clients
-from schemas.errors import BrokerUnavailable
-from schemas.kafka import ensure_topics
-from schemas.registry import Registry, load_registry
+from schemas.batch import BatchCreate, BatchRecord
+from schemas.errors import Refused
+from schemas.registry import Registry
 from schemas.settings import Settings
-from schemas.topics import Topics
-from schemas.wire import Sampling, TaskMessage, encode
 
-__all__ = ["SubmitReport", "submit"]
+__all__ = ["OPERATOR", "SubmitReport", "owner_of", "submit"]
 
-# The bulk producer trades latency for throughput: records wait up to _LINGER_MS to fill
-# large, compressed batches (a job's prompts compress well; a broker round trip per record
-# would cap a submission at a few hundred lines a second).
-_LINGER_MS = 20
-_BATCH_BYTES = 512 * 1024
-_COMPRESSION = "gzip"
-_CHUNK = 2000
+OPERATOR = "operator"  # the owner of batches submitted with no KC_API_KEYS: not a key id
 
 Source = Path | str | Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitReport:
-    """What a submission published."""
+    """What a submission did: the batch it created (None when it created none)."""
 
     job_id: str
-    published: int
-    tasks: int
+    batch: BatchRecord | None
+    published: int  # lines
     skipped: list[LineProblem]
     note: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """A file's valid lines as batch-file lines by custom_id, its endpoint, and its problems."""
+
+    lines: dict[str, bytes]
+    endpoint: str
+    problems: list[LineProblem]
+
+    def content(self, ids: set[str] | None = None) -> bytes:
+        """The batch file of these lines (of ``ids`` only, when given)."""
+        return b"".join(t for cid, t in self.lines.items() if ids is None or cid in ids)
+
+    @property
+    def digest(self) -> str:
+        """What makes two submissions of one job the same."""
+        return hashlib.sha256(self.content()).hexdigest()[:32]
+
+
+def owner_of(settings: Settings) -> str:
+    """The key id that owns batches submitted here (``producer.frontend.auth.key_id``)."""
+    if not settings.api_keys:
+        return OPERATOR
+    key = settings.api_keys[0].get_secret_value()
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 async def submit(
@@ -74,41 +92,108 @@ async def submit(
     retry_failed: bool = False,
     deadline_s: float | None = None,
     registry: Registry | None = None,
-    progress: bool = True,
 ) -> SubmitReport:
-    """Validate every line, then publish the job's tasks to the bulk lanes (idempotently)."""
+    """Check every line, then create the job's batch (or its retry), idempotently by name."""
     data = _read_source(source)
-    job = parse_job_file(data.decode("utf-8").splitlines(), registry or load_registry())
-    if job.problems and not skip_invalid:
-        raise JobFileInvalid(job.problems)
-    if not job.lines:
-        raise JobError("the job file has no valid line; nothing was published")
-    job_id = job_id or default_job_id(data)
-    existing = (await read_manifests(settings)).get(job_id)
-    if existing is not None and existing.digest != job.digest:
+    name = job_id or default_job_id(data)
+    async with opened(settings, registry) as service:
+        lines = _checked(data, service)
+        if lines.problems and not skip_invalid:
+            raise JobFileInvalid(lines.problems)
+        if not lines.lines:
+            raise JobError("the job file has no valid line; nothing was published")
+        try:
+            job: Job | None = find_job(service.book, name)
+        except JobError:
+            job = None
+        if job is not None and job.digest != lines.digest:
+            raise JobError(
+                f"job {name} was submitted with other content ({job.batches[0].id}); "
+                "use another --job id, or submit the original file"
+            )
+        if retry_failed:
+            return await _retry(service, job, name, lines, deadline_s)
+        if job is not None:
+            note = "already submitted: nothing published (--retry-failed resubmits failed lines)"
+            return SubmitReport(name, None, 0, lines.problems, note)
+        meta = {JOB: name, DIGEST: lines.digest}
+        batch = await _create(service, name, lines, None, meta, deadline_s)
+        return SubmitReport(name, batch, len(lines.lines), lines.problems, "submitted")
+
+
+async def _retry(
+    service: BatchService, job: Job | None, name: str, lines: _Lines, deadline_s: float | None
+) -> SubmitReport:
+    if job is None:
+        raise JobError(f"no job {name!r} to retry; submit it first")
+    if not job.ended:
         raise JobError(
-            f"job {job_id} was submitted with other content (digest {existing.digest[:12]}); "
-            "use another --job id, or submit the original file"
+            f"job {name}'s batch {job.latest.id} is {job.latest.status}: retry once it has ended"
         )
-    now = time.time()
-    deadline = None if deadline_s is None else now + deadline_s
-    if retry_failed:
-        manifest, select, note = await _retry_plan(settings, job_id, existing, deadline)
-    elif existing is None:
-        manifest, select, note = _fresh(job, job_id, now, deadline), _every, "submitted"
-    elif existing.state == "submitted":
-        note = "already submitted: nothing published (--retry-failed resubmits failed lines)"
-        return SubmitReport(job_id, 0, existing.tasks, job.problems, note)
-    else:
-        manifest, select, note = await _resume_plan(settings, existing)
-    tasks = list(_tasks(job, job_id, select, now, manifest.deadline))
-    await ensure_topics(settings, sorted(manifest.models))
-    await _publish(settings, manifest, tasks, progress)
-    return SubmitReport(job_id, len(tasks), manifest.tasks, job.problems, note)
+    failed = {
+        json.loads(text)["custom_id"]
+        async for kind, text in answered_lines(service.settings, job.latest)
+        if kind == "errors"
+    }
+    if not failed:
+        return SubmitReport(name, None, 0, lines.problems, "no failed line: nothing published")
+    meta = {JOB: name, DIGEST: lines.digest, RETRY_OF: job.latest.id}
+    batch = await _create(service, name, lines, failed, meta, deadline_s)
+    return SubmitReport(
+        name, batch, len(failed), lines.problems, f"retried {len(failed)} failed line(s)"
+    )
 
 
-def _every(_: Key) -> bool:
-    return True
+async def _create(
+    service: BatchService,
+    name: str,
+    lines: _Lines,
+    ids: set[str] | None,
+    metadata: dict[str, str],
+    window_s: float | None,
+) -> BatchRecord:
+    owner = owner_of(service.settings)
+    upload = await service.upload(owner, f"{name}.jsonl", "batch", lines.content(ids))
+    body = BatchCreate(
+        input_file_id=upload.id,
+        endpoint=lines.endpoint,
+        completion_window="24h",
+        metadata=metadata,
+    )
+    batch = await service.create(owner, body, window_s)
+    if batch.status == "failed" and batch.errors is not None:
+        raise Refused("; ".join(f"line {e.line}: {e.message}" for e in batch.errors.data))
+    return batch
+
+
+def _checked(data: bytes, service: BatchService) -> _Lines:
+    """The file's lines checked by its format: a batch file's as they are, a job file's as
+    ``/v1/completion`` lines."""
+    raw = data.split(b"\n")
+    if is_batch_content(data):
+        batch = parse_batch_file(data, service.registry, service.settings)
+        kept = {line.custom_id: raw[line.number - 1].strip() + b"\n" for line in batch.lines}
+        endpoints = {line.url for line in batch.lines}
+        if len(endpoints) > 1:
+            raise JobError(f"the file mixes endpoints {sorted(endpoints)}; a batch has one")
+        endpoint = endpoints.pop() if endpoints else "/v1/completion"
+        return _Lines(kept, endpoint, batch.problems)
+    job = parse_job_file(data.decode("utf-8", "replace").splitlines(), service.registry)
+    converted = {}
+    for line in job.lines:
+        body = json.loads(raw[line.number - 1])
+        del body["custom_id"]
+        item = {"custom_id": line.custom_id, "method": "POST", "url": "/v1/completion"}
+        converted[line.custom_id] = (json.dumps(item | {"body": body}) + "\n").encode()
+    return _Lines(converted, "/v1/completion", job.problems)
+
+
+def is_batch_content(data: bytes) -> bool:
+    """Whether JSONL content is in OpenAI's batch format (its first line has ``url``)."""
+    for raw in data.split(b"\n"):
+        if raw.strip():
+            return b'"url"' in raw and b'"body"' in raw
+    return False
 
 
 def _read_source(source: Source) -> bytes:
@@ -118,109 +203,3 @@ def _read_source(source: Source) -> bytes:
         except OSError as exc:
             raise JobError(f"cannot read the job file {source}: {exc}") from exc
     return "".join(json.dumps(dict(line)) + "\n" for line in source).encode()
-
-
-def _fresh(job: JobFile, job_id: str, now: float, deadline: float | None) -> JobManifest:
-    models: dict[str, int] = {}
-    for line in job.lines:
-        for model in line.request.models:
-            models[model] = models.get(model, 0) + 1
-    return JobManifest(
-        job_id=job_id,
-        digest=job.digest,
-        lines=len(job.lines),
-        tasks=job.tasks,
-        models=models,
-        skipped=len(job.problems),
-        state="publishing",
-        submitted_at=now,
-        updated_at=now,
-        deadline=deadline,
-    )
-
-
-Select = Callable[[Key], bool]
-
-
-async def _retry_plan(
-    settings: Settings, job_id: str, existing: JobManifest | None, deadline: float | None
-) -> tuple[JobManifest, Select, str]:
-    if existing is None:
-        raise JobError(f"no job {job_id!r} to retry; submit it first")
-    tally = await tally_of(settings, existing)
-    failed = tally.failed_keys()
-    manifest = existing.moved(
-        state="publishing",
-        retries=existing.retries + 1,
-        retry_cutoff_ms=max(tally.last_error_ms, existing.retry_cutoff_ms or 0),
-        deadline=deadline,
-    )
-    return manifest, failed.__contains__, f"resubmitted {len(failed)} failed task(s)"
-
-
-async def _resume_plan(
-    settings: Settings, existing: JobManifest
-) -> tuple[JobManifest, Select, str]:
-    # An interrupted submission: publish again what has no result yet (some of it may be
-    # on Kafka already; the collector counts a twice-answered task once).
-    answered = set((await tally_of(settings, existing)).final)
-    return existing, lambda key: key not in answered, "resumed an interrupted submission"
-
-
-def _tasks(
-    job: JobFile, job_id: str, select: Select, now: float, deadline: float | None
-) -> Iterator[TaskMessage]:
-    for line in job.lines:
-        r = line.request
-        sampling = Sampling.of_request(r)
-        for index, model in enumerate(r.models):
-            if not select((line.custom_id, model)):
-                continue
-            yield TaskMessage(
-                request_id=request_id(job_id, line.custom_id, model),
-                choice_index=index,
-                model=model,
-                prompt=r.prompt,
-                sampling=sampling,
-                enqueued_at=now,
-                deadline=deadline,
-                lane="bulk",
-                job_id=job_id,
-                custom_id=line.custom_id,
-            )
-
-
-async def _publish(
-    settings: Settings, manifest: JobManifest, tasks: list[TaskMessage], progress: bool
-) -> None:
-    """Manifest (publishing), every task, manifest (submitted): each acknowledged by Kafka."""
-    topics = Topics(settings.topic_prefix)
-    producer = clients.producer(
-        settings,
-        "kc-submit",
-        linger_ms=_LINGER_MS,
-        max_batch_size=_BATCH_BYTES,
-        compression_type=_COMPRESSION,
-    )
-    bar = tqdm(
-        total=len(tasks), unit="task", desc=f"submit {manifest.job_id}", disable=not progress
-    )
-    try:
-        await producer.start()
-        await write_manifest(producer, settings, manifest)
-        for start in range(0, len(tasks), _CHUNK):
-            chunk = tasks[start : start + _CHUNK]
-            sent = [
-                await producer.send(topics.bulk(t.model), encode(t), t.request_id.encode())
-                for t in chunk
-            ]
-            await asyncio.gather(*sent)
-            bar.update(len(chunk))
-        await write_manifest(producer, settings, manifest.moved(state="submitted"))
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"Kafka did not take the job {manifest.job_id}: {exc!r}; submitting it again resumes it"
-        ) from exc
-    finally:
-        bar.close()
-        await producer.stop()

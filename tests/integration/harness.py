@@ -18,6 +18,8 @@ from devstack import process
 from prometheus_client import CollectorRegistry
 
 from producer.frontend.app import create_app
+from producer.jobs.batch.dispatch import Dispatcher
+from producer.jobs.batch.session import opened
 from schemas import clients
 from schemas.kafka import Record, ensure_topics
 from schemas.metrics import WorkerMetrics
@@ -56,6 +58,18 @@ async def front_end(
         finally:
             server.should_exit = True
             await task
+
+
+@contextlib.asynccontextmanager
+async def dispatching(settings: Settings) -> AsyncIterator[Dispatcher]:
+    """A front end's batch dispatcher without the rest of the front end (job CLI tests)."""
+    async with opened(settings) as service:
+        dispatcher = Dispatcher(settings, service.registry, service.book)
+        await dispatcher.start()
+        try:
+            yield dispatcher
+        finally:
+            await dispatcher.stop()
 
 
 @contextlib.asynccontextmanager

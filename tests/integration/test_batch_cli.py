@@ -45,7 +45,7 @@ async def cli(settings: Settings, *args: str) -> Ran:
 
 
 def batch_id_of(ran: Ran) -> str:
-    found = re.search(r"batch (batch_[0-9a-f]+):", ran.out)
+    found = re.search(r"batch (batch_[0-9a-f]+)", ran.out)
     assert found, ran
     return found.group(1)
 
@@ -77,7 +77,7 @@ async def test_a_batch_made_over_http_is_collected_and_listed_by_the_cli(
             "--no-progress",
         )
         status = await cli(settings, "jobs", "status", batch.id)
-        # An old-format job beside it: `jobs list` shows both (and no longer crashes).
+        # A job file beside it: `jobs list` shows both, the job by its name.
         old = tmp_path / "old.jsonl"
         old.write_text(json.dumps({"custom_id": "a", "prompt": "p", "model": "echo"}) + "\n")
         submitted = await cli(settings, "submit", str(old), "--job", "old-1", "--no-progress")
@@ -123,9 +123,9 @@ async def test_refusals_exit_2_and_a_timeout_exits_1_naming_what_is_missing(
     refused = await cli(settings, "submit", str(bad), "--no-progress")
     assert refused.code == 2 and "line 2: body.temperature" in refused.err, refused
     unnamed = await cli(settings, "jobs", "status")
-    assert unnamed.code == 2 and "name the job id" in unnamed.err
+    assert unnamed.code == 2 and "name the job or batch" in unnamed.err
     unknown = await cli(settings, "jobs", "status", "batch_0000")
-    assert unknown.code == 2 and "no batch 'batch_0000'" in unknown.err
+    assert unknown.code == 2 and "no job or batch 'batch_0000'" in unknown.err
     # No worker serves echo: the batch waits, and collect gives up at --timeout.
     good = tmp_path / "good.jsonl"
     good.write_bytes(jsonl([chat_line(i) for i in range(3)]))
@@ -139,5 +139,6 @@ async def test_refusals_exit_2_and_a_timeout_exits_1_naming_what_is_missing(
     pending = await cli(settings, "jobs", "status", batch_id)
     assert (
         pending.code == 0
-        and "in_progress, 3 lines (echo): 0 completed, 0 failed, 3 pending" in pending.out
+        and "in_progress, 3 lines (echo): 0 completed, 0 failed, 3 pending (3 waiting, 0 in flight)"
+        in pending.out
     )

@@ -406,6 +406,10 @@ GAUGES_AT_ZERO = {
     "sum by (model) (kc_worker_consumer_lag_records)": {"model=echo", "model=gpt-4"},
     "sum(kc_requests_in_flight)": {""},
     "sum by (model) (kc_worker_tasks_in_flight)": {"model=echo", "model=gpt-4"},
+    # No batch ran: the dispatching front end shows only its "other" row, at 0 (a key's own
+    # rows while its batch runs: tests/integration/test_dispatch.py).
+    "sum by (key) (kc_bulk_lines_waiting)": {"key=other"},
+    "sum by (key) (kc_bulk_lines_in_flight)": {"key=other"},
 }
 
 

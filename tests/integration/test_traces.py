@@ -257,14 +257,14 @@ async def test_each_batch_line_has_a_trace_linked_to_its_batch(stack: Stack) -> 
             if s.attributes.get("kc.batch_id") == batch_id and not s.parent_id
         }
         sends = [s for s in spans if s.service == WORKER and s.name == f"send {results}"]
-        batch = [s for s in spans if s.name == "publish batch"]
+        batch = [s for s in spans if s.name == "create batch"]
         created = batch and any(s.span_id == batch[0].parent_id for s in spans)
         return (
             bool(created) and len(line_traces) == 2 and {s.trace_id for s in sends} == line_traces
         )
 
     spans = stack.receiver.wait(lines_answered, f"both lines of {batch_id} answered")
-    batch = one(spans, service=FRONT, name="publish batch", attributes={"kc.batch_id": batch_id})
+    batch = one(spans, service=FRONT, name="create batch", attributes={"kc.batch_id": batch_id})
     server = one(spans, span_id=batch.parent_id)
     assert (server.kind, server.name) == ("server", "POST /v1/batches")
     line_spans = [

@@ -98,9 +98,11 @@ async def test_the_front_end_restarted_mid_batch(settings: Settings, tmp_path: P
         async with front_end(settings) as client:
             await wait_ready(str(client.base_url))
             sdk = sdk_of(client)
-            # The new instance, once ready, rebuilt the batch and its counts from the topics.
+            # The new instance, once ready, rebuilt the batch and its counts from the topics
+            # (the lines in flight at the restart may have finished it meanwhile).
             again = await sdk.batches.retrieve(batch.id)
-            assert again.status == "in_progress" and again.request_counts is not None
+            assert again.status in ("in_progress", "completed"), again
+            assert again.request_counts is not None
             assert again.request_counts.completed >= 10
             figures = await check_exactly_once(settings, sdk, batch.id)
             await sdk.close()

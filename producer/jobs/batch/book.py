@@ -28,7 +28,14 @@ from pydantic import ValidationError
 
 from producer.jobs.batch.output import Kind, LineFold
 from schemas import clients
-from schemas.batch import TERMINAL, BatchRecord, FileRecord, OutputFile, RequestCounts
+from schemas.batch import (
+    TERMINAL,
+    BatchRecord,
+    DispatchCursor,
+    FileRecord,
+    OutputFile,
+    RequestCounts,
+)
 from schemas.errors import WireError
 from schemas.kafka import Record
 from schemas.settings import Settings
@@ -60,6 +67,7 @@ class BatchBook:
         self._write = write
         self.files: dict[str, FileRecord] = {}
         self.batches: dict[str, BatchRecord] = {}
+        self.cursors: dict[str, DispatchCursor] = {}
         self._folds: dict[str, LineFold] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._finishing: set[str] = set()
@@ -67,6 +75,7 @@ class BatchBook:
         self._meta = [
             TopicPartition(self._topics.files, 0),
             TopicPartition(self._topics.batches, 0),
+            TopicPartition(self._topics.dispatch, 0),
         ]
         self._ends: dict[TopicPartition, int] = {}
         self.ready = False
@@ -102,6 +111,17 @@ class BatchBook:
             return batch.counts
         fold = self._folds.get(batch.id)
         return fold.counts if fold is not None else RequestCounts(total=batch.total)
+
+    def outcomes(self, batch: BatchRecord) -> int:
+        """How many of its lines have an outcome (a line in the output or the error file)."""
+        if batch.status in TERMINAL:
+            return sum(f.lines for f in (batch.output, batch.error_file) if f is not None)
+        fold = self._folds.get(batch.id)
+        return fold.answered if fold is not None else 0
+
+    def fold(self, batch_id: str) -> LineFold | None:
+        """The live fold of a running batch (None once it ended)."""
+        return self._folds.get(batch_id)
 
     def answered(self, batch_id: str) -> set[str]:
         """The custom_ids of a running batch that have an outcome."""
@@ -166,6 +186,12 @@ class BatchBook:
     def _handle(self, tp: TopicPartition, record: Record) -> None:
         if tp.topic == self._topics.files:
             self._file(record)
+        elif tp.topic == self._topics.dispatch:
+            try:
+                cursor = DispatchCursor.model_validate_json(record.value or b"")
+                self.cursors[cursor.batch_id] = cursor
+            except ValidationError:
+                log.warning("ignoring a record on %s at %d", tp.topic, record.offset)
         elif tp.topic == self._topics.batches:
             try:
                 self.apply(BatchRecord.model_validate_json(record.value or b""))

@@ -88,6 +88,27 @@ def parse_batch_file(
     return BatchFile(lines, problems)
 
 
+def numbered_lines(content: bytes) -> list[tuple[int, bytes]]:
+    """The non-blank lines of a file with their (1-based) numbers."""
+    return [(n, raw) for n, raw in enumerate(content.split(b"\n"), start=1) if raw.strip()]
+
+
+def parse_line(
+    number: int, raw: bytes, registry: Registry, settings: Settings, endpoint: str
+) -> BatchLine:
+    """One line checked again (the dispatcher's, as it hands the line out): BadLine if not."""
+    problems: list[LineProblem] = []
+    parsed = check_lines(
+        [(number, raw.decode("utf-8", "replace"))],
+        lambda n, line: _batch_line(n, line, registry, settings, endpoint),
+        "batch",
+        problems,
+    )
+    if problems:
+        raise BadLine(problems[0].reason)
+    return parsed[0]
+
+
 def _numbered(content: bytes, most: int, problems: list[LineProblem]) -> Iterator[tuple[int, str]]:
     seen = 0
     for number, raw in enumerate(content.split(b"\n"), start=1):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from producer.assemble import openai_usage, to_choice
-from producer.jobs.scan import scan
+from producer.jobs.batch.reader import scan
 from schemas.api import CompletionResponse, Usage
 from schemas.batch import BatchRecord, RequestCounts
 from schemas.errors import WireError
@@ -35,6 +35,9 @@ from schemas.topics import Topics
 from schemas.wire import ChoiceResult, ResultMessage, decode_result
 
 _SKIPPED = {"cancelled": "batch_cancelled", "deadline_exceeded": "batch_expired"}
+# The worker_id of the results the dispatcher writes itself: lines it never handed out
+# (cancelled, expired) or could no longer read.
+DISPATCHER = "kc-dispatcher"
 Kind = Literal["output", "errors"]
 
 
@@ -54,6 +57,10 @@ class LineFold:
     sizes: dict[Kind, list[int]] = field(
         default_factory=lambda: {"output": [0, 0], "errors": [0, 0]}
     )
+    # Results from workers, by model, and the time their tasks waited in the queue: what the
+    # dispatcher meters its window by (``dispatch.Window``).
+    tasks: dict[str, int] = field(default_factory=dict)
+    queued_ms: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: ResultMessage, timestamp_ms: int) -> list[ResultMessage] | None:
         """Count one result; the line's results (by choice) when this one answered it."""
@@ -64,6 +71,9 @@ class LineFold:
         if result.choice_index in got:
             return None
         got[result.choice_index] = result
+        if result.worker_id != DISPATCHER:
+            self.tasks[result.model] = self.tasks.get(result.model, 0) + 1
+            self.queued_ms[result.model] = self.queued_ms.get(result.model, 0) + result.queued_ms
         if len(got) < (result.line_tasks or 1):
             return None
         del self.partial[cid]
@@ -112,11 +122,21 @@ async def batch_results(
 
 async def render(settings: Settings, batch: BatchRecord, kind: Kind) -> AsyncIterator[bytes]:
     """The lines of a batch's output (successes) or error file, in the order answered."""
+    async for line_kind, line in answered_lines(settings, batch):
+        if line_kind == kind:
+            yield line
+
+
+async def answered_lines(
+    settings: Settings, batch: BatchRecord
+) -> AsyncIterator[tuple[Kind, bytes]]:
+    """Every line of a batch answered so far, with the file it belongs to, in answered order
+    (a running batch's too: ``collect`` writes what is there at its timeout)."""
     fold = LineFold(batch.total)
     async for result, timestamp in batch_results(settings, batch.id):
         results = fold.add(result, timestamp)
-        if results is not None and kind_of(results) == kind:
-            yield render_line(batch.endpoint, results)
+        if results is not None:
+            yield kind_of(results), render_line(batch.endpoint, results)
 
 
 def kind_of(results: list[ResultMessage]) -> Kind:

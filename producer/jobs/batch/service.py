@@ -1,16 +1,18 @@
 """The Batch API's operations on the job model: upload, read and delete files; create, read,
 list and cancel batches. HTTP routes and the CLI call these; nothing here knows of FastAPI.
 
-Creating a batch reads its input file (the cost of that file), validates every line against
-the batch's endpoint, creates the batch's results topic, writes the batch record
-(``validating``), publishes one task per choice to the bulk lanes (deadline: the completion
-window) and writes ``in_progress``. A refused file makes a ``failed`` batch whose ``errors``
-give each line's number and reason, and nothing is published. Objects belong to the API key
-(its key id) that created them: another key is told they do not exist.
+Uploading checks every line and keeps what it found in the file's record. Creating a batch
+checks again only what can have changed since (the endpoint, the models configured), creates
+the batch's results topic and writes the batch record, ``in_progress``: it publishes nothing,
+so it costs the same for one line or 50,000. The dispatcher (``dispatch.py``) hands the lines
+to the bulk lanes. A refused file makes a ``failed`` batch whose ``errors`` give each line's
+number and reason. Objects belong to the API key (its key id) that created them: another key
+is told they do not exist.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,10 +22,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from producer.jobs.batch.book import BatchBook
-from producer.jobs.batch.lines import BatchFile, BatchLine, parse_batch_file
+from producer.jobs.batch.lines import BatchFile, parse_batch_file
 from producer.jobs.batch.output import Kind, render
 from producer.jobs.batch.store import FileStore
-from producer.jobs.jobfile import request_id
 from schemas import clients, tracing
 from schemas.batch import (
     TERMINAL,
@@ -35,12 +36,12 @@ from schemas.batch import (
     FileRecord,
     RequestCounts,
 )
-from schemas.errors import BrokerUnavailable, Conflict, NotFound, Refused
+from schemas.errors import BrokerUnavailable, Conflict, ModelError, NotFound, Refused
 from schemas.kafka import batch_results_topic, ensure_topics
 from schemas.registry import Registry
 from schemas.settings import Settings
 from schemas.topics import Topics
-from schemas.wire import TaskMessage, encode
+from schemas.wire import encode
 
 _PROBLEMS_SHOWN = 50
 _LINGER_MS = 20
@@ -115,6 +116,9 @@ class BatchService:
             bytes=len(content),
             lines=len(parsed.lines),
             created_at=int(time.time()),
+            endpoints=tuple(sorted({line.url for line in parsed.lines})),
+            models=tuple(parsed.models),
+            tasks=parsed.tasks,
         )
         stored = await FileStore(self.settings, self.producer).put(record, content)
         self.book.files[stored.id] = stored
@@ -164,8 +168,18 @@ class BatchService:
             yield line
 
     async def delete_file(self, key_id: str, file_id: str) -> None:
-        """Delete an uploaded file (its batches keep running: their tasks are on Kafka)."""
+        """Delete an uploaded file, unless a running batch has lines of it still to hand out."""
         record = self.input_file(key_id, file_id)
+        for batch in self.book.batches.values():
+            cursor = self.book.cursors.get(batch.id)
+            handed = cursor.next_line if cursor is not None else 0
+            running = batch.input_file_id == file_id and batch.status not in TERMINAL
+            running = running and batch.metered
+            if running and handed < batch.total:
+                raise Conflict(
+                    f"batch {batch.id} has {batch.total - handed} line(s) of {file_id} "
+                    "still to hand out; delete the file once it ends, or cancel it"
+                )
         await FileStore(self.settings, self.producer).delete(record)
         self.book.files.pop(file_id, None)
 
@@ -187,41 +201,77 @@ class BatchService:
         mine = [b for b in self.book.batches.values() if b.key_id == key_id]
         return sorted(mine, key=lambda b: (b.created_at, b.id), reverse=True)
 
-    async def create(self, key_id: str, body: BatchCreate) -> BatchRecord:
-        """Validate the input file against the endpoint and start the batch."""
+    async def create(
+        self, key_id: str, body: BatchCreate, window_s: float | None = None
+    ) -> BatchRecord:
+        """Check the input file against the endpoint and start the batch (``in_progress``);
+        the dispatcher hands its lines out (``producer/jobs/batch/dispatch.py``).
+
+        The lines were checked at upload, and the file's record keeps what that found: its
+        endpoints and models. Here only what can have changed since is checked again: that
+        every line is for this endpoint, and every model is still configured (the registry or
+        a vendor key may have changed). Only when that fails is the file read and checked line
+        by line again, so the refusal names each line. ``window_s`` (``submit --deadline-s``)
+        replaces ``KC_BATCH_WINDOW_S`` as the window.
+        """
         source = self.input_file(key_id, body.input_file_id)
-        content = await FileStore(self.settings, self.producer).read(source)
-        parsed = parse_batch_file(content, self.registry, self.settings, body.endpoint)
-        now = int(time.time())
+        clock = time.time()
+        now = int(clock)
+        window = window_s or self.settings.batch_window_s
         record = BatchRecord(
             id=f"batch_{uuid.uuid4().hex}",
             key_id=key_id,
             input_file_id=source.id,
             endpoint=body.endpoint,
-            completion_window=body.completion_window,
-            status="validating",
+            completion_window=body.completion_window if window_s is None else f"{window_s:g}s",
+            status="in_progress",
             created_at=now,
-            expires_at=now + int(self.settings.batch_window_s),
+            in_progress_at=now,
+            expires_at=math.ceil(clock + window),
             output_expires_after_s=(
                 body.output_expires_after.seconds
                 if body.output_expires_after
                 else self.settings.batch_output_expires_s
             ),
-            total=len(parsed.lines) + len(parsed.problems),
-            tasks=parsed.tasks,
-            models=tuple(parsed.models),
+            total=source.lines,
+            tasks=source.tasks,
+            models=source.models,
             metadata=body.metadata,
+            metered=True,
         )
-        if parsed.problems:
-            return await self._refuse(record, parsed)
-        retention = record.output_expires_after_s + int(self.settings.batch_window_s)
-        topic = batch_results_topic(self.settings, record.id, retention)
-        await ensure_topics(self.settings, record.models, [topic])
-        await self._write(record)
-        await self._publish(record, parsed.lines)
-        started = record.moved(status="in_progress", in_progress_at=int(time.time()))
-        await self._write(started)
-        return started
+        if not self._still_valid(source, body.endpoint):
+            content = await FileStore(self.settings, self.producer).read(source)
+            parsed = parse_batch_file(content, self.registry, self.settings, body.endpoint)
+            if parsed.problems:
+                return await self._refuse(record, parsed)
+            record = record.moved(
+                total=len(parsed.lines), tasks=parsed.tasks, models=tuple(parsed.models)
+            )
+        span = _batch_span(record) if self.settings.tracing else None
+        try:
+            retention = record.output_expires_after_s + math.ceil(window)
+            topic = batch_results_topic(self.settings, record.id, retention)
+            await ensure_topics(self.settings, record.models, [topic])
+            if span is not None:
+                record = record.moved(traceparent=tracing.traceparent_of(span))
+            await self._write(record)
+        finally:
+            if span is not None:
+                span.end()
+        return record
+
+    def _still_valid(self, source: FileRecord, endpoint: str) -> bool:
+        """Whether the upload's check still holds for a batch of ``endpoint``."""
+        if source.endpoints != (endpoint,) or not source.models:
+            return False  # another endpoint, or a file stored before uploads kept this
+        for name in source.models:
+            try:
+                spec = self.registry.get(name)
+            except ModelError:
+                return False
+            if spec.unavailable_reason(self.settings) is not None:
+                return False
+        return True
 
     async def cancel(self, key_id: str, batch_id: str) -> BatchRecord:
         """Cancel a batch: tasks not yet started are skipped by the workers."""
@@ -250,54 +300,14 @@ class BatchService:
         ]
         failed = record.moved(
             status="failed",
+            in_progress_at=None,
+            total=len(parsed.lines) + len(parsed.problems),
             failed_at=record.created_at,
             errors=BatchErrors(data=items),
             counts=RequestCounts(total=record.total),
         )
         await self._write(failed)
         return failed
-
-    async def _publish(self, record: BatchRecord, lines: list[BatchLine]) -> None:
-        results = self._topics.batch_results(record.id)
-        now = time.time()
-        batch = _batch_span(record, len(lines)) if self.settings.tracing else None
-        try:
-            sends = []
-            for line in lines:
-                tasks = _tasks(record, line, results, now)
-                headers = self._line_headers(batch, tasks[0]) if batch else None
-                for task in tasks:
-                    topic = self._topics.bulk(task.model)
-                    value, key = encode(task), task.request_id.encode()
-                    sends.append(await self.producer.send(topic, value, key, headers=headers))
-            for sent in sends:
-                await sent
-        except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"Kafka did not take the tasks of {record.id}: {exc!r}"
-            ) from exc
-        finally:
-            if batch is not None:
-                batch.end()
-
-    def _line_headers(self, batch: tracing.Span, task: TaskMessage) -> tracing.Headers:
-        """The headers of a line's tasks: a trace of the line's own, linked to its batch."""
-        # A trace per line, not one for the whole batch: a batch of 50,000 lines would make
-        # one trace nobody can open, and a line is what one follows when it goes wrong.
-        attributes: tracing.Attributes = {
-            "kc.batch_id": task.job_id or "",
-            "kc.custom_id": task.custom_id or "",
-            "gen_ai.request.model": task.model,
-        }
-        line = tracing.sending(
-            self._topics.bulk(task.model),
-            task.request_id,
-            attributes,
-            context=tracing.new_trace(),
-            links=[tracing.Link(batch.get_span_context())],
-        )
-        line.end()
-        return tracing.span_headers(line)
 
     async def _write(self, record: BatchRecord) -> None:
         try:
@@ -311,33 +321,10 @@ class BatchService:
         self.book.apply(record)
 
 
-def _tasks(record: BatchRecord, line: BatchLine, results: str, now: float) -> list[TaskMessage]:
-    return [
-        TaskMessage(
-            request_id=request_id(record.id, line.custom_id, str(index)),
-            choice_index=index,
-            model=choice.model,
-            prompt=choice.prompt,
-            messages=choice.messages,
-            sampling=line.sampling,
-            enqueued_at=now,
-            deadline=float(record.expires_at),
-            key_id=record.key_id,
-            lane="bulk",
-            job_id=record.id,
-            custom_id=line.custom_id,
-            results_topic=results,
-            line_tasks=len(line.choices),
-            choices_per_prompt=line.choices_per_prompt,
-        )
-        for index, choice in enumerate(line.choices)
-    ]
-
-
-def _batch_span(record: BatchRecord, lines: int) -> tracing.Span:
-    """The span of a batch's publish, in the trace of the request that created it."""
-    attributes: tracing.Attributes = {"kc.batch_id": record.id, "kc.batch_lines": lines}
-    return tracing.tracer().start_span("publish batch", attributes=attributes)
+def _batch_span(record: BatchRecord) -> tracing.Span:
+    """The span of a batch's creation, in the trace of the request that created it."""
+    attributes: tracing.Attributes = {"kc.batch_id": record.id, "kc.batch_lines": record.total}
+    return tracing.tracer().start_span("create batch", attributes=attributes)
 
 
 def _problems_text(parsed: BatchFile) -> str:

@@ -80,14 +80,12 @@ def test_a_value_only_the_vendor_refuses_is_named_with_its_line(
     assert [j.number for j in job.lines] == [1, 3]
 
 
-def test_request_ids_are_deterministic_per_job_line_and_model() -> None:
-    first = request_id("job-1", "a", "echo")
-    assert first == request_id("job-1", "a", "echo")
-    assert len({first, request_id("job-2", "a", "echo"), request_id("job-1", "a", "gpt-4")}) == 3
+def test_request_ids_are_deterministic_per_batch_line_and_choice() -> None:
+    first = request_id("batch_1", "a", "0")
+    assert first == request_id("batch_1", "a", "0")
+    others = {request_id("batch_2", "a", "0"), request_id("batch_1", "b", "0")}
+    assert len({first, *others, request_id("batch_1", "a", "1")}) == 4
 
 
-def test_digest_and_default_job_id_follow_the_content() -> None:
-    one = parse_job_file([line("a")], REGISTRY)
-    assert one.digest == parse_job_file([line("a")], REGISTRY).digest
-    assert one.digest != parse_job_file([line("a", max_tokens=5)], REGISTRY).digest
+def test_the_default_job_name_follows_the_content() -> None:
     assert default_job_id(b"x") == default_job_id(b"x") != default_job_id(b"y")

@@ -1,14 +1,14 @@
-"""Reading whole topics from the beginning, without a consumer group: what job tools do.
+"""Reading a batch's own topics from the beginning to their end, without a consumer group.
 
-Job commands own no offsets: they assign every partition, start at the beginning and read to
-the end (or keep following), so a rerun sees exactly what the first run saw and more. Records
-of other jobs are skipped on their bytes before any JSON is parsed.
+Readers own no offsets: they assign every partition, start at the beginning and read up to
+where the topics ended when they began, so a rerun sees exactly what the first run saw and
+more. They read a batch's results topic (its output files) and a file's chunks: what one
+batch costs, never the shared results topic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncGenerator
 
@@ -27,27 +27,13 @@ _METADATA_WAIT_S = 10.0
 _FETCH_WAIT_MS = 50
 
 
-class TopicMissing(BrokerUnavailable):
-    """A topic to read does not exist (nothing was ever submitted under this prefix)."""
-
-
-def job_needle(job_id: str) -> bytes:
-    """The bytes every wire message of ``job_id`` contains (``encode`` writes compact JSON)."""
-    return b'"job_id":' + json.dumps(job_id).encode()
-
-
 async def scan(
-    settings: Settings, topics: list[str], *, needle: bytes | None = None, follow: bool = False
+    settings: Settings, topics: list[str]
 ) -> AsyncGenerator[list[ConsumerRecord[bytes, bytes]], None]:
-    """Batches of the committed records of ``topics`` (containing ``needle``) from the start.
-
-    Without ``follow`` it ends once it has read up to where the topics ended when it began;
-    with ``follow`` it goes on, yielding an empty batch when nothing came, until the caller
-    stops iterating.
-    """
+    """Batches of the committed records of ``topics``, from their start to where they ended."""
     consumer = clients.consumer(
         settings,
-        "kc-job-reader",
+        "kc-batch-reader",
         committed_only=True,
         auto_offset_reset="earliest",
         fetch_max_bytes=_FETCH_BYTES,
@@ -58,10 +44,9 @@ async def scan(
         await consumer.start()
         partitions = await _assigned(consumer, topics)
         ends = await consumer.end_offsets(partitions)
-        while follow or await _behind(consumer, ends):
+        while await _behind(consumer, ends):
             batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)
-            records = [r for rs in batch.values() for r in rs]
-            yield [r for r in records if needle is None or (r.value and needle in r.value)]
+            yield [r for rs in batch.values() for r in rs]
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot read {', '.join(topics)}: {exc!r}") from exc
     finally:
@@ -75,9 +60,9 @@ async def _assigned(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Topic
     # Checked first: the broker may auto-create a topic a consumer merely asks about.
     absent = set(topics) - await consumer.topics()
     if absent:
-        raise TopicMissing(
-            f"topic {sorted(absent)[0]} does not exist: is KC_TOPIC_PREFIX the one the job "
-            "was submitted with?"
+        raise BrokerUnavailable(
+            f"topic {sorted(absent)[0]} does not exist: is KC_TOPIC_PREFIX the one the batch "
+            "was created with?"
         )
     consumer.subscribe(topics)
     deadline = time.monotonic() + _METADATA_WAIT_S
