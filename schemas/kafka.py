@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from schemas import clients
@@ -53,9 +53,18 @@ def batch_results_topic(settings: Settings, batch_id: str, retention_s: int) -> 
 
 
 async def ensure_topics(
-    settings: Settings, models: Iterable[str], extra: Iterable[NewTopic] = ()
+    settings: Settings,
+    models: Iterable[str],
+    extra: Iterable[NewTopic] = (),
+    *,
+    settle_all: bool = True,
 ) -> None:
-    """Create the missing topics (the service's, then ``extra``); existing ones are kept."""
+    """Create the missing topics (the service's, then ``extra``); existing ones are kept.
+
+    Then wait until they answer offset lookups: every one (``settle_all``: a service starting
+    beside another that may have created them a moment ago), or only those created now and
+    those with a partition still without a leader (a command run against a running service).
+    """
     # First: a wrong CA or password would otherwise surface as aiokafka's errors and retries.
     await check_credentials(settings)
     admin = clients.admin(settings, "kc-admin")
@@ -63,10 +72,16 @@ async def ensure_topics(
         await admin.start()
         layout = topic_layout(settings, models) + list(extra)
         response = await admin.create_topics(layout)
-        # Every topic there, not only those this call created: a process starting beside this
-        # one (make run's worker and front end) may have created them a moment ago.
-        there = {name for name, code, *_ in response.topic_errors if code in _THERE}
-        await _wait_until_served(settings, [t for t in layout if t.name in there])
+        # Not only the topics this call created: a process starting beside this one (make
+        # run's worker and front end) may have created others a moment ago, and a broker
+        # names a leader a little before that leader answers offset lookups.
+        created = {name for name, code, *_ in response.topic_errors if code == 0}
+        existing = [n for n, code, *_ in response.topic_errors if code == _THERE[1]]
+        if settle_all:
+            waited = created | set(existing)
+        else:
+            waited = created | await _leaderless(admin, existing)
+        await _wait_until_served(settings, [t for t in layout if t.name in waited])
     except KafkaError as exc:
         raise clients.unreachable(settings, exc) from exc
     finally:
@@ -74,6 +89,17 @@ async def ensure_topics(
     for name, code, *rest in response.topic_errors:
         if code not in _THERE:
             raise BrokerUnavailable(f"cannot create topic {name}: error {code} {rest}")
+
+
+async def _leaderless(admin: AIOKafkaAdminClient, names: list[str]) -> set[str]:
+    """Those of ``names`` with a partition that has no leader yet (one metadata request)."""
+    if not names:
+        return set()
+    return {
+        t["topic"]
+        for t in await admin.describe_topics(names)
+        if t["error_code"] or not t["partitions"] or any(p["leader"] < 0 for p in t["partitions"])
+    }
 
 
 async def _wait_until_served(settings: Settings, topics: list[NewTopic]) -> None:

@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     batch_window_s: Annotated[float, Field(gt=0, le=86400)] = 86400.0
     batch_output_expires_s: Annotated[int, Field(ge=3600, le=30 * 86400)] = 30 * 86400
     # The dispatcher's window of bulk tasks in flight per model (docs/batches.md, "Fair
-    # share"): it grows while tasks wait less than bulk_queue_s in the queue, and shrinks
-    # when they wait longer; a new key's first line waits about that long behind the others.
-    bulk_queue_s: Annotated[float, Field(gt=0, le=600)] = 0.5
-    bulk_window_min: Annotated[int, Field(ge=1)] = 32
+    # share"): the answer rate times (a task's model time + bulk_queue_s), so a new key's
+    # first line waits about bulk_queue_s behind the others.
+    bulk_queue_s: Annotated[float, Field(gt=0, le=600)] = 0.25
+    bulk_window_min: Annotated[int, Field(ge=1)] = 16
     bulk_window_max: Annotated[int, Field(ge=1)] = 20_000
 
     registry_path: Path | None = None

@@ -149,7 +149,8 @@ class BatchBook:
                 if wanted != assigned:
                     self._assign(consumer, wanted)
                     assigned = wanted
-                batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                # Short polls until caught up: a CLI command waits for ``ready``.
+                batch = await consumer.getmany(timeout_ms=_POLL_MS if self.ready else 20)
             except KafkaError as exc:
                 log.warning("batch book: %r; retrying", exc)
                 assigned = set()

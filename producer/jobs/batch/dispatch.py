@@ -4,13 +4,14 @@ Creating a batch publishes nothing; it writes the batch record. One front end at
 dispatches: the member of the dispatch consumer group that owns the dispatch topic's one
 partition (another takes the partition over when it leaves or dies). Each turn (every 50 ms):
 
-- **Metered.** Per model, a window of bulk tasks in flight (handed out, not yet answered).
-  It grows by what was answered while tasks wait less than ``KC_BULK_QUEUE_S`` in their
-  queue (their results' ``queued_ms``) and the window held lines back, and shrinks by a fifth
-  when they wait longer. A big batch so keeps every worker busy, and the queue in front of
-  the workers stays about ``KC_BULK_QUEUE_S`` long: what a newcomer waits behind.
-- **Fair.** Round-robin across the API keys with lines waiting, one line per key per pass;
-  within one key, its batches oldest first (a team orders its own work).
+- **Metered.** Per model, a window of bulk tasks in flight (handed out, not yet answered):
+  the tasks the workers answered per second over the last 2 s, times the model time a task
+  took plus ``KC_BULK_QUEUE_S`` (Little's law). A big batch so keeps every worker busy, and
+  the queue in front of the workers stays about ``KC_BULK_QUEUE_S`` long: what a newcomer
+  waits behind.
+- **Fair.** Each place a window frees goes to the API key with the fewest lines in flight
+  (ties in turn), a line at a time: a newcomer's lines go out first until it holds as many
+  places as the others. Within one key, its batches oldest first (a team orders its own work).
 - **Exactly once.** A turn's tasks and the cursors of their batches (how many lines each has
   handed out) go in one Kafka transaction under one transactional id shared by every front
   end: a dispatcher that takes over fences the one before and continues from the committed
@@ -29,7 +30,7 @@ import itertools
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -52,7 +53,8 @@ from schemas.wire import ResultMessage, TaskError, TaskMessage, encode
 log = logging.getLogger(__name__)
 _TICK_S = 0.05
 _MOST_PER_TURN = 2000  # records in one transaction
-_SHRINK = 0.8
+_HORIZON_S = 2.0  # the answers a window's rate is measured over
+_RATE_FLOOR_S = 0.5
 _RUNNING = ("in_progress", "cancelling")
 KEY_LABELS = 20  # per-key gauges: the keys with most lines waiting, the rest as "other"
 _RETRY_S = 1.0
@@ -60,19 +62,30 @@ _RETRY_S = 1.0
 
 @dataclass(slots=True)
 class Window:
-    """One model's window of bulk tasks in flight."""
+    """One model's window of bulk tasks in flight, by Little's law: what the workers answer
+    per second times (the time a task takes + ``KC_BULK_QUEUE_S``), from the last answers."""
 
     size: float
-    held_back: bool = False  # the last turn had a line this window did not let through
+    answers: deque[tuple[float, int, int]] = field(default_factory=deque)  # when, tasks, ms
+    since: float | None = None  # when answers of this model were first counted
 
-    def update(self, answered: int, queued_ms: int, settings: Settings) -> None:
-        """Move the window by what was answered since the last turn and how long it waited."""
-        if answered <= 0:
-            return
-        if queued_ms / answered / 1000 > settings.bulk_queue_s:
-            self.size = max(float(settings.bulk_window_min), self.size * _SHRINK)
-        elif self.held_back:
-            self.size = min(float(settings.bulk_window_max), self.size + answered)
+    def update(self, now: float, answered: int, work_ms: int, settings: Settings) -> None:
+        """Count the tasks answered since the last turn and their model time; resize."""
+        if answered > 0:
+            self.answers.append((now, answered, work_ms))
+            self.since = now if self.since is None else self.since
+        while self.answers and self.answers[0][0] < now - _HORIZON_S:
+            self.answers.popleft()
+        tasks = sum(n for _, n, _ in self.answers)
+        if not tasks or self.since is None:
+            return  # nothing answered lately: keep the size the last answers gave
+        # A floor on the span: a batching model answers in bursts, and one burst over one
+        # turn is not its rate.
+        span = min(_HORIZON_S, max(_RATE_FLOOR_S, now - self.since))
+        rate = tasks / span
+        service = sum(ms for _, _, ms in self.answers) / tasks / 1000
+        wanted = rate * (service + settings.bulk_queue_s)
+        self.size = min(float(settings.bulk_window_max), max(settings.bulk_window_min, wanted))
 
 
 @dataclass(slots=True)
@@ -206,7 +219,7 @@ class Dispatcher:
         for batch in waiting:
             if batch.id not in self._sources:
                 self._sources[batch.id] = await self._source(batch)
-        turn = self._plan(waiting, cursors, self._in_flight(running, cursors))
+        turn = self._plan(running, waiting, cursors, self._in_flight(running, cursors))
         self._show(running, cursors, turn)
         if turn.size:
             await self._commit(turn)
@@ -216,21 +229,24 @@ class Dispatcher:
 
     def _update_windows(self, running: list[BatchRecord]) -> None:
         answered: Counter[str] = Counter()
-        queued: Counter[str] = Counter()
+        work: Counter[str] = Counter()
         seen: dict[str, dict[str, tuple[int, int]]] = {}
         for batch in running:
             fold = self._book.fold(batch.id)
             if fold is None:
                 continue
             before = self._seen.get(batch.id, {})
-            seen[batch.id] = {m: (n, fold.queued_ms.get(m, 0)) for m, n in fold.tasks.items()}
+            seen[batch.id] = {m: (n, fold.work_ms.get(m, 0)) for m, n in fold.tasks.items()}
             for model, (n, ms) in seen[batch.id].items():
                 n0, ms0 = before.get(model, (0, 0))
                 answered[model] += n - n0
-                queued[model] += ms - ms0
+                work[model] += ms - ms0
         self._seen = seen
-        for model, n in answered.items():
-            self._window(model).update(n, queued[model], self._settings)
+        now = time.monotonic()
+        for model, window in self._windows.items():
+            window.update(now, answered[model], work[model], self._settings)
+        for model in answered.keys() - self._windows.keys():
+            self._window(model).update(now, answered[model], work[model], self._settings)
 
     def _window(self, model: str) -> Window:
         return self._windows.setdefault(model, Window(float(self._settings.bulk_window_min)))
@@ -247,28 +263,30 @@ class Dispatcher:
 
     def _plan(
         self,
+        running: list[BatchRecord],
         waiting: list[BatchRecord],
         cursors: dict[str, DispatchCursor],
         flying: Counter[str],
     ) -> Turn:
-        """Round-robin across keys, a line per key per pass, until the windows are full."""
+        """Fill the windows a line at a time, each to the key with the fewest lines in flight."""
         turn = Turn()
         budget: dict[str, int] = {}
-        for window in self._windows.values():
-            window.held_back = False
+        load: Counter[str] = Counter()
+        for held in running:
+            load[held.key_id] += max(0, cursors[held.id].next_line - self._book.outcomes(held))
         queues = _by_key(waiting)
         keys = sorted(queues)
         start = next(self._turns) % len(keys) if keys else 0
-        order = keys[start:] + keys[:start]
+        rank = {key: i for i, key in enumerate(keys[start:] + keys[:start])}  # ties in turn
+        open_keys = set(keys)
         now = time.time()
-        while order and turn.size < _MOST_PER_TURN:
-            for key in list(order):
-                batch = _first_waiting(queues[key], cursors)
-                taken = batch is not None and self._take_line(
-                    batch, cursors, budget, flying, turn, now
-                )
-                if not taken:
-                    order.remove(key)
+        while open_keys and turn.size < _MOST_PER_TURN:
+            key = min(open_keys, key=lambda k: (load[k], rank[k]))
+            head = _first_waiting(queues[key], cursors)
+            if head is None or not self._take_line(head, cursors, budget, flying, turn, now):
+                open_keys.discard(key)
+                continue
+            load[key] += 1
         return turn
 
     def _take_line(
@@ -297,8 +315,6 @@ class Dispatcher:
                 tasks = line_tasks(batch, line, results, now)
                 need = Counter(t.model for t in tasks)
                 if any(self._budget(budget, flying, m) < n for m, n in need.items()):
-                    for model in need:
-                        self._window(model).held_back = True
                     return False
                 budget.update({m: budget[m] - n for m, n in need.items()})
                 topic = self._topics.bulk(tasks[0].model)
@@ -402,8 +418,10 @@ async def _read_cursors(settings: Settings, tp: TopicPartition) -> dict[str, Dis
 
 
 def _by_key(batches: list[BatchRecord]) -> dict[str, list[BatchRecord]]:
+    """Each key's batches, oldest first: ``created_at`` is in whole seconds, and a stable sort
+    keeps the book's order (the batches topic's, which is the order of creation) within one."""
     queues: dict[str, list[BatchRecord]] = {}
-    for batch in sorted(batches, key=lambda b: (b.created_at, b.id)):
+    for batch in sorted(batches, key=lambda b: b.created_at):
         queues.setdefault(batch.key_id, []).append(batch)
     return queues
 

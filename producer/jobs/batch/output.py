@@ -57,10 +57,10 @@ class LineFold:
     sizes: dict[Kind, list[int]] = field(
         default_factory=lambda: {"output": [0, 0], "errors": [0, 0]}
     )
-    # Results from workers, by model, and the time their tasks waited in the queue: what the
-    # dispatcher meters its window by (``dispatch.Window``).
+    # Results from workers, by model, and the model time they took: what the dispatcher
+    # sizes its window by (``dispatch.Window``).
     tasks: dict[str, int] = field(default_factory=dict)
-    queued_ms: dict[str, int] = field(default_factory=dict)
+    work_ms: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: ResultMessage, timestamp_ms: int) -> list[ResultMessage] | None:
         """Count one result; the line's results (by choice) when this one answered it."""
@@ -73,7 +73,8 @@ class LineFold:
         got[result.choice_index] = result
         if result.worker_id != DISPATCHER:
             self.tasks[result.model] = self.tasks.get(result.model, 0) + 1
-            self.queued_ms[result.model] = self.queued_ms.get(result.model, 0) + result.queued_ms
+            took = result.choice.prediction_time_ms if result.choice is not None else 0
+            self.work_ms[result.model] = self.work_ms.get(result.model, 0) + took
         if len(got) < (result.line_tasks or 1):
             return None
         del self.partial[cid]

@@ -251,7 +251,7 @@ class BatchService:
         try:
             retention = record.output_expires_after_s + math.ceil(window)
             topic = batch_results_topic(self.settings, record.id, retention)
-            await ensure_topics(self.settings, record.models, [topic])
+            await ensure_topics(self.settings, record.models, [topic], settle_all=False)
             if span is not None:
                 record = record.moved(traceparent=tracing.traceparent_of(span))
             await self._write(record)

@@ -12,33 +12,38 @@ from schemas.wire import ChoiceResult, ResultMessage, TaskError
 SETTINGS = Settings(bulk_queue_s=0.5, bulk_window_min=32, bulk_window_max=100)
 
 
-def test_the_window_grows_by_what_was_answered_while_it_held_lines_back() -> None:
-    window = Window(32.0, held_back=True)
-    window.update(answered=10, queued_ms=10 * 100, settings=SETTINGS)  # 0.1 s each: short
-    assert window.size == 42
-    window.update(answered=100, queued_ms=100 * 100, settings=SETTINGS)
-    assert window.size == 100  # never past KC_BULK_WINDOW_MAX
+def test_the_window_is_the_rate_times_the_task_time_plus_the_queue_target() -> None:
+    window = Window(32.0)
+    for turn in range(40):  # 2 s of turns: 50 tasks/s answered, 1 s of model time each
+        window.update(turn * 0.05, answered=5 if turn % 2 else 0, work_ms=5000, settings=SETTINGS)
+    assert 70 <= window.size <= 80  # 50/s x (1 s + 0.5 s) = 75
 
 
-def test_the_window_stays_when_it_held_nothing_back() -> None:
-    window = Window(40.0, held_back=False)
-    window.update(answered=10, queued_ms=10 * 100, settings=SETTINGS)
-    assert window.size == 40
+def test_a_fast_model_opens_the_window_up_to_its_largest() -> None:
+    window = Window(32.0)
+    for turn in range(20):  # 1,000 tasks/s, no model time: 500 would do; the largest is 100
+        window.update(turn * 0.05, answered=50, work_ms=0, settings=SETTINGS)
+    assert window.size == 100
 
 
-def test_the_window_shrinks_when_tasks_waited_longer_than_the_target() -> None:
-    window = Window(50.0, held_back=True)
-    window.update(answered=10, queued_ms=10 * 900, settings=SETTINGS)  # 0.9 s each: long
-    assert window.size == 40
-    for _ in range(10):
-        window.update(answered=10, queued_ms=10 * 900, settings=SETTINGS)
-    assert window.size == 32  # never under KC_BULK_WINDOW_MIN
+def test_a_slow_model_keeps_the_smallest_window_and_a_burst_is_not_a_rate() -> None:
+    window = Window(32.0)
+    window.update(0.0, answered=16, work_ms=16 * 600, settings=SETTINGS)  # one batch at once
+    # 16 over at least 0.5 s, x (0.6 s + 0.5 s) = 35.2; not 16 over one turn's 0.05 s (352).
+    assert window.size == 35.2
+    window = Window(32.0)
+    window.update(0.0, answered=4, work_ms=4 * 600, settings=SETTINGS)
+    assert window.size == 32  # 8.8 wanted: never under KC_BULK_WINDOW_MIN
 
 
-def test_nothing_answered_moves_nothing() -> None:
-    window = Window(50.0, held_back=True)
-    window.update(answered=0, queued_ms=0, settings=SETTINGS)
+def test_no_answers_lately_keeps_the_size() -> None:
+    window = Window(50.0)
+    window.update(0.0, answered=0, work_ms=0, settings=SETTINGS)
     assert window.size == 50
+    window.update(1.0, answered=100, work_ms=0, settings=SETTINGS)
+    opened = window.size
+    window.update(10.0, answered=0, work_ms=0, settings=SETTINGS)  # long idle: answers aged out
+    assert opened == 100 and window.size == opened and not window.answers
 
 
 def test_per_key_labels_are_bounded_and_other_is_always_there() -> None:
@@ -56,7 +61,7 @@ def _result(custom_id: str, worker: str, queued_ms: int) -> ResultMessage:
         finish_reason="length",
         prompt_tokens=1,
         completion_tokens=1,
-        prediction_time_ms=1,
+        prediction_time_ms=7,
         created=1,
     )
     error = TaskError(code="cancelled", message="m") if worker == DISPATCHER else None
@@ -72,11 +77,11 @@ def _result(custom_id: str, worker: str, queued_ms: int) -> ResultMessage:
     )
 
 
-def test_the_fold_counts_worker_results_and_their_wait_not_the_dispatchers() -> None:
+def test_the_fold_counts_worker_results_and_their_time_not_the_dispatchers() -> None:
     fold = LineFold(3)
     fold.add(_result("a", "w1", 200), 1)
     fold.add(_result("a", "w1", 200), 2)  # a second copy: counted once
     fold.add(_result("b", "w2", 400), 3)
     fold.add(_result("c", DISPATCHER, 0), 4)
-    assert fold.tasks == {"echo": 2} and fold.queued_ms == {"echo": 600}
+    assert fold.tasks == {"echo": 2} and fold.work_ms == {"echo": 7 + 7}
     assert fold.answered == 3 and fold.cancelled == 1
