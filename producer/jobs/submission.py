@@ -178,14 +178,30 @@ def _checked(data: bytes, service: BatchService) -> _Lines:
             raise JobError(f"the file mixes endpoints {sorted(endpoints)}; a batch has one")
         endpoint = endpoints.pop() if endpoints else "/v1/completion"
         return _Lines(kept, endpoint, batch.problems)
-    job = parse_job_file(data.decode("utf-8", "replace").splitlines(), service.registry)
+    # split("\n"), not splitlines(): a JSON string may hold U+2028, and numbers must match.
+    texts, undecoded = _decoded(raw)
+    job = parse_job_file(texts, service.registry)
     converted = {}
     for line in job.lines:
-        body = json.loads(raw[line.number - 1])
+        body = json.loads(texts[line.number - 1])
         del body["custom_id"]
         item = {"custom_id": line.custom_id, "method": "POST", "url": "/v1/completion"}
         converted[line.custom_id] = (json.dumps(item | {"body": body}) + "\n").encode()
-    return _Lines(converted, "/v1/completion", job.problems)
+    problems = sorted(undecoded + job.problems, key=lambda p: p.number)
+    return _Lines(converted, "/v1/completion", problems)
+
+
+def _decoded(raw: list[bytes]) -> tuple[list[str], list[LineProblem]]:
+    """Each line as text; a line that is not UTF-8 becomes blank (skipped) and a problem."""
+    texts: list[str] = []
+    problems: list[LineProblem] = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            texts.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            problems.append(LineProblem(number, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+            texts.append("")
+    return texts, problems
 
 
 def is_batch_content(data: bytes) -> bool:

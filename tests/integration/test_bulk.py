@@ -22,6 +22,7 @@ from producer.jobs import JobError, JobFileInvalid, collect, job_status, list_jo
 from producer.jobs.batch.output import batch_results
 from producer.jobs.batch.reader import scan
 from producer.jobs.batch.session import opened
+from producer.jobs.batch.store import FileStore
 from schemas.kafka import ensure_topics
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec, load_registry
@@ -356,3 +357,27 @@ def _bulk_batch_seconds(results: Sequence[Any]) -> float:
 
 def _fmt(seconds: list[float]) -> str:
     return "/".join(f"{s:.2f}" for s in seconds) + " s"
+
+
+async def test_a_line_that_is_not_utf8_is_named_and_a_line_separator_in_a_prompt_is_kept(
+    settings: Settings, tmp_path: Path
+) -> None:
+    kept = {"custom_id": "sep", "prompt": "one\u2028two", "model": "echo"}  # U+2028 in JSON
+    job_file = tmp_path / "job.jsonl"
+    job_file.write_bytes(
+        json.dumps({"custom_id": "a", "prompt": "p", "model": "echo"}).encode()
+        + b"\n\xff\xfe not text\n"
+        + json.dumps(kept, ensure_ascii=False).encode()
+        + b"\n"
+    )
+    with pytest.raises(JobFileInvalid, match=r"line 2: not UTF-8"):
+        await submit(settings, job_file, job_id="bytes")
+    report = await submit(settings, job_file, job_id="bytes", skip_invalid=True)
+    assert report.published == 2 and [p.number for p in report.skipped] == [2]
+    assert report.batch is not None
+    async with opened(settings) as service:
+        content = await FileStore(settings, service.producer).read(
+            service.book.files[report.batch.input_file_id]
+        )
+    lines = [json.loads(t) for t in content.decode().split("\n") if t]
+    assert [x["body"]["prompt"] for x in lines] == ["p", "one\u2028two"]
