@@ -314,7 +314,7 @@ class Dispatcher:
             else:
                 tasks = line_tasks(batch, line, results, now)
                 need = Counter(t.model for t in tasks)
-                if any(self._budget(budget, flying, m) < n for m, n in need.items()):
+                if any(not self._fits(budget, flying, m, n) for m, n in need.items()):
                     return False
                 budget.update({m: budget[m] - n for m, n in need.items()})
                 topic = self._topics.bulk(tasks[0].model)
@@ -326,11 +326,13 @@ class Dispatcher:
         cursors[batch.id] = turn.cursors[batch.id]
         return True
 
-    def _budget(self, budget: dict[str, int], flying: Counter[str], model: str) -> int:
-        """Tasks the model's window still lets through this turn."""
+    def _fits(self, budget: dict[str, int], flying: Counter[str], model: str, tasks: int) -> bool:
+        """Whether ``tasks`` more of the model fit its window this turn (a line larger than
+        the whole window goes alone, once the window is empty)."""
+        size = int(self._window(model).size)
         if model not in budget:
-            budget[model] = int(self._window(model).size) - flying[model]
-        return budget[model]
+            budget[model] = size - flying[model]
+        return budget[model] >= tasks or budget[model] >= size
 
     async def _commit(self, turn: Turn) -> None:
         producer = self._producer

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from producer.jobs.batch.dispatch import KEY_LABELS, Window, _bounded
+from producer.jobs.batch.book import BatchBook
+from producer.jobs.batch.dispatch import KEY_LABELS, Dispatcher, Window, _bounded
 from producer.jobs.batch.output import DISPATCHER, LineFold
+from schemas.registry import load_registry
 from schemas.settings import Settings
 from schemas.wire import ChoiceResult, ResultMessage, TaskError
 
@@ -85,3 +87,17 @@ def test_the_fold_counts_worker_results_and_their_time_not_the_dispatchers() -> 
     fold.add(_result("c", DISPATCHER, 0), 4)
     assert fold.tasks == {"echo": 2} and fold.work_ms == {"echo": 7 + 7}
     assert fold.answered == 3 and fold.cancelled == 1
+
+
+def test_a_line_larger_than_the_window_goes_alone_once_the_window_is_empty() -> None:
+    settings = Settings(bulk_window_min=16, bulk_window_max=16)
+
+    async def write(_: object) -> None:
+        return None
+
+    dispatcher = Dispatcher(settings, load_registry(), BatchBook(settings, write))
+    assert dispatcher._fits({}, Counter(), "echo", 20)  # nothing in flight: it goes
+    assert not dispatcher._fits({}, Counter({"echo": 1}), "echo", 20)  # waits for the rest
+    budget: dict[str, int] = {}
+    assert dispatcher._fits(budget, Counter({"echo": 10}), "echo", 6)
+    assert not dispatcher._fits(budget, Counter({"echo": 10}), "echo", 7)
