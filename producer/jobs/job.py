@@ -105,9 +105,9 @@ def job_of(book: BatchBook, name: str, chain: list[BatchRecord]) -> Job:
     A retry holds exactly the lines that had failed before it, so a line completed in any
     batch is completed, and a line failed is one the newest batch answered with an error.
     """
-    ordered = tuple(
-        sorted(chain, key=lambda b: b.created_at)
-    )  # stable: the book keeps creation order
+    # A stable sort: within a second (created_at is whole seconds) the book's order, which
+    # is the order the batches were created in.
+    ordered = tuple(sorted(chain, key=lambda b: b.created_at))
     completed = sum(book.counts(b).completed for b in ordered)
     latest = ordered[-1]
     errors = book.outcomes(latest) - book.counts(latest).completed
