@@ -70,6 +70,9 @@ _OTHERS: dict[str, dict[int | str, dict[str, Any]]] = {
     "/v1/completions": _STREAM,
     "/v1/chat/completions": _STREAM,
     "/v1/batches/{batch_id}/cancel": {409: _error("the batch has already ended")},
+    "DELETE /v1/files/{file_id}": {
+        409: _error("a running batch still has lines of the file to hand out")
+    },
     "/readyz": {
         503: {
             "description": "not ready yet (same body as 200)",
@@ -95,6 +98,8 @@ def declare_responses(router: APIRouter) -> None:
         if not isinstance(route, APIRoute):
             continue
         extra = dict(_OTHERS.get(route.path, {}))
+        for method in sorted(route.methods or ()):
+            extra |= _OTHERS.get(f"{method} {route.path}", {})
         if route.path.startswith("/v1/"):
             extra |= _EVERY_V1
             if "POST" in (route.methods or ()):
