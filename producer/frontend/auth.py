@@ -1,12 +1,12 @@
 """Bearer-key authentication: constant-time comparison, and a key id that is safe to share.
 
-Only the key id (the first 16 hex digits of the key's SHA-256) ever leaves this module: it
-goes on Kafka with each task so usage can be attributed without the key travelling.
+Only the key id (``schemas.keys``: the first 16 hex digits of the key's SHA-256) ever leaves
+this module: it goes on Kafka with each task so usage can be attributed without the key
+travelling.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
@@ -16,14 +16,10 @@ from pydantic import SecretStr
 
 from producer.refusals import ApiError
 from schemas.api import ErrorDetail
+from schemas.keys import key_id
 
 # A FastAPI dependency answering the caller's key id (or raising the 401).
 Auth = Callable[..., Coroutine[Any, Any, str]]
-
-
-def key_id(key: str) -> str:
-    """A stable, non-reversible identifier of an API key."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class KeyChecker:

@@ -36,6 +36,7 @@ from producer.jobs.jobfile import (
 )
 from schemas.batch import BatchCreate, BatchRecord
 from schemas.errors import Refused
+from schemas.keys import key_id
 from schemas.registry import Registry
 from schemas.settings import Settings
 
@@ -76,11 +77,10 @@ class _Lines:
 
 
 def owner_of(settings: Settings) -> str:
-    """The key id that owns batches submitted here (``producer.frontend.auth.key_id``)."""
+    """The key id that owns batches submitted here: the first configured key's."""
     if not settings.api_keys:
         return OPERATOR
-    key = settings.api_keys[0].get_secret_value()
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return key_id(settings.api_keys[0].get_secret_value())
 
 
 async def submit(

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producer.frontend.auth import key_id
 from schemas import clients
+from schemas.keys import key_id
 from schemas.settings import Settings
 from tests.integration.harness import front_end, process_env, spec_body, wait_live
 from tests.reliability.support import process

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from producer.frontend.app import create_app
-from producer.frontend.auth import key_id
 from producer.frontend.gateway import Gateway
+from schemas.keys import key_id
 from schemas.registry import ModelSpec, Registry, load_registry
 from schemas.settings import Settings
 from schemas.wire import ChoiceResult, ResultMessage, TaskMessage, encode

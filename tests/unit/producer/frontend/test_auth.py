@@ -9,7 +9,8 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from producer.frontend.auth import KeyChecker, key_id
+from producer.frontend.auth import KeyChecker
+from schemas.keys import key_id
 
 KEYS = ("first-key-AAAA", "second-key-BBBB")
 
