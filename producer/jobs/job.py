@@ -111,9 +111,4 @@ def job_of(book: BatchBook, name: str, chain: list[BatchRecord]) -> Job:
     completed = sum(book.counts(b).completed for b in ordered)
     latest = ordered[-1]
     errors = book.outcomes(latest) - book.counts(latest).completed
-    cursor = book.cursors.get(latest.id)
-    handed = cursor.next_line if cursor is not None else 0
-    waiting = max(0, latest.total - handed) if latest.metered else 0
-    if latest.status in TERMINAL:
-        waiting = 0
-    return Job(name, ordered, ordered[0].total, completed, errors, waiting)
+    return Job(name, ordered, ordered[0].total, completed, errors, book.waiting(latest))

@@ -119,6 +119,14 @@ class BatchBook:
         fold = self._folds.get(batch.id)
         return fold.answered if fold is not None else 0
 
+    def waiting(self, batch: BatchRecord) -> int:
+        """Lines of a running batch the dispatcher has not handed out yet (as far as this book
+        has read its cursor); 0 once it ended, and for a batch published whole at creation."""
+        if batch.status in TERMINAL or not batch.metered:
+            return 0
+        cursor = self.cursors.get(batch.id)
+        return max(0, batch.total - (cursor.next_line if cursor is not None else 0))
+
     def fold(self, batch_id: str) -> LineFold | None:
         """The live fold of a running batch (None once it ended)."""
         return self._folds.get(batch_id)

@@ -40,10 +40,12 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from producer.jobs.batch.book import BatchBook
 from producer.jobs.batch.lines import BatchLine, numbered_lines, parse_line
 from producer.jobs.batch.output import DISPATCHER
+from producer.jobs.batch.reader import scan
 from producer.jobs.batch.store import read_chunks
 from producer.jobs.jobfile import BadLine, request_id
 from schemas import clients, tracing
 from schemas.batch import BatchRecord, DispatchCursor
+from schemas.errors import BrokerUnavailable
 from schemas.metrics import FrontendMetrics
 from schemas.registry import Registry
 from schemas.settings import Settings
@@ -172,7 +174,7 @@ class Dispatcher:
             except ProducerFenced:
                 log.warning("dispatch: another front end took over")
                 await self._step_down()
-            except KafkaError as exc:
+            except (KafkaError, BrokerUnavailable) as exc:
                 log.warning("dispatch: %r; retrying", exc)
                 await self._step_down(keep_role=True)
                 await asyncio.sleep(_RETRY_S)
@@ -188,7 +190,7 @@ class Dispatcher:
         )
         try:
             await producer.start()  # init_transactions: the last one's open transaction aborts
-            self._cursors = await _read_cursors(self._settings, self._partition)
+            self._cursors = await _read_cursors(self._settings, self._topics.dispatch)
         except BaseException:
             await producer.stop()
             raise
@@ -273,7 +275,7 @@ class Dispatcher:
         budget: dict[str, int] = {}
         load: Counter[str] = Counter()
         for held in running:
-            load[held.key_id] += max(0, cursors[held.id].next_line - self._book.outcomes(held))
+            load[held.key_id] += self._lines_in_flight(held, cursors[held.id])
         queues = _by_key(waiting)
         keys = sorted(queues)
         start = next(self._turns) % len(keys) if keys else 0
@@ -360,6 +362,10 @@ class Dispatcher:
             return [(n, b"") for n in range(1, batch.total + 1)]
         return numbered_lines(b"".join(await read_chunks(self._settings, record.chunks)))
 
+    def _lines_in_flight(self, batch: BatchRecord, cursor: DispatchCursor) -> int:
+        """Lines of a batch handed out and not yet answered."""
+        return max(0, cursor.next_line - self._book.outcomes(batch))
+
     def _show(
         self, running: list[BatchRecord], cursors: dict[str, DispatchCursor], turn: Turn
     ) -> None:
@@ -370,8 +376,7 @@ class Dispatcher:
         for batch in running:
             cursor = turn.cursors.get(batch.id) or cursors[batch.id]
             waiting[batch.key_id] += batch.total - cursor.next_line
-            answered = self._book.outcomes(batch)
-            flying[batch.key_id] += max(0, cursor.next_line - answered)
+            flying[batch.key_id] += self._lines_in_flight(batch, cursor)
         self._metrics.bulk_waiting.clear()
         self._metrics.bulk_in_flight.clear()
         for gauge, counts in (
@@ -399,23 +404,14 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._dispatcher._leading = True
 
 
-async def _read_cursors(settings: Settings, tp: TopicPartition) -> dict[str, DispatchCursor]:
+async def _read_cursors(settings: Settings, topic: str) -> dict[str, DispatchCursor]:
     """Every committed cursor (read after the fencing: the last dispatcher's are final)."""
-    reader = clients.consumer(settings, "kc-dispatch-cursors", committed_only=True)
     cursors: dict[str, DispatchCursor] = {}
-    try:
-        await reader.start()
-        reader.assign([tp])
-        end = (await reader.end_offsets([tp]))[tp]
-        reader.seek(tp, 0)
-        while await reader.position(tp) < end:
-            for record in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
-                if record.value is None:
-                    continue
+    async for records in scan(settings, [topic]):
+        for record in records:
+            if record.value is not None:
                 cursor = DispatchCursor.model_validate_json(record.value)
                 cursors[cursor.batch_id] = cursor
-    finally:
-        await reader.stop()
     return cursors
 
 

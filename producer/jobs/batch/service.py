@@ -171,13 +171,10 @@ class BatchService:
         """Delete an uploaded file, unless a running batch has lines of it still to hand out."""
         record = self.input_file(key_id, file_id)
         for batch in self.book.batches.values():
-            cursor = self.book.cursors.get(batch.id)
-            handed = cursor.next_line if cursor is not None else 0
-            running = batch.input_file_id == file_id and batch.status not in TERMINAL
-            running = running and batch.metered
-            if running and handed < batch.total:
+            waiting = self.book.waiting(batch) if batch.input_file_id == file_id else 0
+            if waiting:
                 raise Conflict(
-                    f"batch {batch.id} has {batch.total - handed} line(s) of {file_id} "
+                    f"batch {batch.id} has {waiting} line(s) of {file_id} "
                     "still to hand out; delete the file once it ends, or cancel it"
                 )
         await FileStore(self.settings, self.producer).delete(record)
