@@ -149,6 +149,15 @@ def check_lines(
     return lines
 
 
+def decoded(number: int, raw: bytes, problems: list[LineProblem]) -> str | None:
+    """A line's text; None, and its problem, when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(LineProblem(number, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+        return None
+
+
 def custom_id_of(value: Any) -> str:
     """A line's ``custom_id``, or the BadLine saying what it must be."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CUSTOM_ID_CHARS:

@@ -31,6 +31,7 @@ from producer.jobs.jobfile import (
     JobError,
     JobFileInvalid,
     LineProblem,
+    decoded,
     default_job_id,
     parse_job_file,
 )
@@ -193,14 +194,8 @@ def _checked(data: bytes, service: BatchService) -> _Lines:
 
 def _decoded(raw: list[bytes]) -> tuple[list[str], list[LineProblem]]:
     """Each line as text; a line that is not UTF-8 becomes blank (skipped) and a problem."""
-    texts: list[str] = []
     problems: list[LineProblem] = []
-    for number, line in enumerate(raw, start=1):
-        try:
-            texts.append(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            problems.append(LineProblem(number, f"not UTF-8: {exc.reason} at byte {exc.start}"))
-            texts.append("")
+    texts = [decoded(n, line, problems) or "" for n, line in enumerate(raw, start=1)]
     return texts, problems
 
 

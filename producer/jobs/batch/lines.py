@@ -15,7 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from producer.jobs.jobfile import BadLine, CheckedFile, LineProblem, check_lines, custom_id_of
+from producer.jobs.jobfile import (
+    BadLine,
+    CheckedFile,
+    LineProblem,
+    check_lines,
+    custom_id_of,
+    decoded,
+)
 from producer.refusals import describe_validation
 from schemas.api import CompletionRequest
 from schemas.batch import ENDPOINTS
@@ -110,18 +117,13 @@ def parse_line(
 
 
 def _numbered(content: bytes, most: int, problems: list[LineProblem]) -> Iterator[tuple[int, str]]:
-    seen = 0
-    for number, raw in enumerate(content.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
+    for seen, (number, raw) in enumerate(numbered_lines(content)):
         if seen == most:
             problems.append(LineProblem(number, f"more than {most} lines (KC_BATCH_MAX_LINES)"))
             return
-        seen += 1
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append(LineProblem(number, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+        text = decoded(number, raw, problems)
+        if text is not None:
+            yield number, text
 
 
 def _batch_line(
