@@ -188,13 +188,26 @@ async def test_the_dispatching_front_end_shows_lines_per_key(settings: Settings)
     ):
         batch = await create(service, "key-a", 50)
         await until(lambda: service.counts(service.book.batches[batch.id]).completed >= 4, "4")
+        # The dispatcher reads results on its own consumer: its gauges catch up with the
+        # batch's count a moment later, so read them until they show the first answers.
+        shown: dict[str, float] = {}
+
+        async def answered() -> bool:
+            shown.clear()
+            shown.update(
+                (line.split(" ")[0], float(line.rsplit(" ", 1)[1]))
+                for line in (await client.get("/metrics")).text.splitlines()
+                if line.startswith(("kc_bulk_lines_waiting{", "kc_bulk_lines_in_flight{"))
+            )
+            seen = shown.get('kc_bulk_lines_waiting{key="key-a"}', 50)
+            return seen + shown.get('kc_bulk_lines_in_flight{key="key-a"}', 0) <= 50 - 4
+
+        deadline = time.monotonic() + 60
+        while not await answered():
+            assert time.monotonic() < deadline, f"the gauges never showed 4 answers: {shown}"
+            await asyncio.sleep(0.05)
         text = (await client.get("/metrics")).text
         await service.cancel("key-a", batch.id)
-    shown = {
-        line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(("kc_bulk_lines_waiting{", "kc_bulk_lines_in_flight{"))
-    }
     flying = shown['kc_bulk_lines_in_flight{key="key-a"}']
     waiting = shown['kc_bulk_lines_waiting{key="key-a"}']
     assert 0 < flying <= 4 and 0 < waiting <= 50 - 4 - flying, shown
