@@ -39,6 +39,9 @@ def topic_layout(settings: Settings, models: Iterable[str]) -> list[NewTopic]:
         NewTopic(topics.batches, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.batch_cancels, 1, 1, topic_configs=_COMPACT),
         NewTopic(topics.dispatch, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.keys, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.usage, 1, 1, topic_configs=_COMPACT),
+        NewTopic(topics.admissions, 1, 1, topic_configs={"retention.ms": "3600000"}),
     ]
     for model in models:
         layout.append(NewTopic(topics.requests(model), settings.request_partitions, 1))

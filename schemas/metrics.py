@@ -44,6 +44,8 @@ class FrontendMetrics:
     bulk_waiting: Gauge
     bulk_in_flight: Gauge
     bulk_window: Gauge
+    usage_tokens: Counter
+    usage_requests: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FrontendMetrics:
@@ -96,6 +98,22 @@ class FrontendMetrics:
                 "kc_bulk_window_tasks",
                 "The dispatcher's window of bulk tasks in flight, per model",
                 "model",
+            ),
+            # Counted by the front end that writes the usage ledger, as it commits; a key is
+            # its alias (else its key id), the first 100 keys counted, later ones "other".
+            usage_tokens=make.counter(
+                "kc_usage_tokens_total",
+                "Tokens of committed results, per API key, model and kind (input, output)",
+                "key",
+                "model",
+                "kind",
+            ),
+            usage_requests=make.counter(
+                "kc_usage_requests_total",
+                "Model requests of committed results, per API key, model and outcome (ok, failed)",
+                "key",
+                "model",
+                "outcome",
             ),
         )
 

@@ -55,6 +55,10 @@ class ModelSpec(BaseModel):
     retry_budget_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # The values of a request field this model can serve; the front end refuses the rest.
     accepted_ranges: dict[RangedParam, tuple[float, float]] = Field(default_factory=dict)
+    # USD per token, LiteLLM's names; what the usage ledger prices each counted token at (a
+    # local model is the operator's to price: 0 unless its entry says otherwise).
+    input_cost_per_token: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    output_cost_per_token: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
 
     @model_validator(mode="before")
     @classmethod

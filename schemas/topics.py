@@ -16,6 +16,9 @@ BATCHES = "completions.batches"
 BATCH_CANCELS = "completions.batch-cancels"
 DISPATCH = "completions.dispatch"
 BATCH_RESULTS = "completions.batch."
+KEYS = "completions.keys"
+USAGE = "completions.usage"
+ADMISSIONS = "completions.admissions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,31 @@ class Topics:
         """The dispatcher's transactional id: one for every front end, so a new dispatcher
         fences the one before it."""
         return f"{self.prefix}kc-dispatcher"
+
+    @property
+    def keys(self) -> str:
+        """Compacted topic of managed API keys (hashes, never keys), keyed by key id."""
+        return f"{self.prefix}{KEYS}"
+
+    @property
+    def usage(self) -> str:
+        """Compacted topic of the usage ledger: per-minute buckets and the ledger's cursor."""
+        return f"{self.prefix}{USAGE}"
+
+    @property
+    def usage_group(self) -> str:
+        """The front ends' group that elects the ledger's one writer."""
+        return f"{self.prefix}kc-usage"
+
+    @property
+    def usage_transaction(self) -> str:
+        """The ledger writer's transactional id (a new writer fences the one before it)."""
+        return f"{self.prefix}kc-ledger"
+
+    @property
+    def admissions(self) -> str:
+        """Requests admitted under a key with a rate limit, so every front end counts them."""
+        return f"{self.prefix}{ADMISSIONS}"
 
     def batch_results(self, batch_id: str) -> str:
         """The results of one batch's lines (one partition): what its output is read from."""

@@ -187,7 +187,7 @@ class TaskMessage(BaseModel):
     line_tasks: Annotated[int, Field(ge=1)] | None = None
     """How many tasks (choices) answer the batch line this task belongs to."""
     choices_per_prompt: Annotated[int, Field(ge=1)] | None = None
-    """The batch line's `n`: its tasks hold n copies of each prompt in a row."""
+    """The request's (or batch line's) `n`: its tasks hold n copies of each prompt in a row."""
 
 
 class ChoiceResult(BaseModel):
@@ -231,6 +231,7 @@ class ResultMessage(BaseModel):
     line_tasks: int | None = None
     choices_per_prompt: int | None = None
     queued_ms: int = 0
+    key_id: str | None = None  # the task's key id, so a reader of results can attribute usage
 
     @model_validator(mode="after")
     def _one_of_choice_or_error(self) -> ResultMessage:

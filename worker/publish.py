@@ -67,6 +67,7 @@ def result_message(task: Task, outcome: Outcome, worker_id: str) -> ResultMessag
         "line_tasks": msg.line_tasks,
         "choices_per_prompt": msg.choices_per_prompt,
         "queued_ms": max(0, int((task.received_at - task.enqueued_at) * 1000)),
+        "key_id": msg.key_id,
     }
     if isinstance(outcome, Completion):
         choice = ChoiceResult(

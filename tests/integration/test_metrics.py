@@ -29,10 +29,11 @@ from devstack.process import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from schemas.keys import key_id
 from schemas.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
 from schemas.settings import Settings
 from schemas.topics import Topics
-from tests.conftest import make_settings
+from tests.conftest import API_KEY, make_settings
 from tests.fakes.vendor_server import Reply, VendorServer, vendor_server
 from tests.integration.harness import front_end, wait_live, worker_process
 from tests.integration.prometheus import Prometheus, prometheus
@@ -251,6 +252,9 @@ async def _caught_up(prom: Prometheus, rounds: int) -> None:
         f'kc_http_requests_total{{route="{ROUTE}"}}', rounds * sum(STATUSES.values())
     )
     await prom.wait_for("kc_worker_tasks_total", _tasks_settled(rounds))
+    # The usage ledger's writer counts the committed results: 6 echo choices (each its own
+    # prompt) and 3 gpt-4 requests a round.
+    await prom.wait_for("kc_usage_requests_total", rounds * 9)
     up = await prom.targets_up()
     assert up == dict.fromkeys(["frontend", "worker-local", "worker-openai"], True), up
 
@@ -442,6 +446,17 @@ def test_dashboard_token_rates_agree_with_the_usage_returned(observed: Observed)
         expected = {"model=echo": returned["echo"], "model=gpt-4": 3 * returned["gpt-4"]}
         for key, n in expected.items():
             assert n * 0.99 <= increases[key] <= n * RATE_SLACK, (name, key, n, increases)
+
+
+def test_dashboard_tokens_per_key_agree_with_the_committed_results(observed: Observed) -> None:
+    second = observed.rounds[1]
+    # The ledger counts the two gpt-4 calls whose callers got a 504 too: the work was done.
+    told = {m: second.prompt_tokens[m] + second.completion_tokens[m] for m in ANSWERED}
+    expected = told["echo"] + 3 * told["gpt-4"]
+    expr = "sum by (key) (rate(kc_usage_tokens_total[1m]))"
+    increases = _increases(expr, observed.dashboard[expr])
+    assert set(increases) == {f"key={key_id(API_KEY)}"}, increases  # a static key: its id
+    assert expected * 0.99 <= increases[f"key={key_id(API_KEY)}"] <= expected * RATE_SLACK
 
 
 def test_dashboard_gauges_read_zero_after_the_traffic(observed: Observed) -> None:

@@ -1,11 +1,13 @@
-"""A worker SIGKILLed mid-batch under 500 in-flight requests, then restarted: 500 answers, and a
-read_committed reader of the results topic sees each exactly once."""
+"""A worker SIGKILLed mid-batch under 500 in-flight requests, then restarted: 500 answers, a
+read_committed reader of the results topic sees each exactly once, and the usage ledger holds
+exactly what the 500 callers were told."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from tests.integration.harness import (
     spec_body,
     wait_live,
 )
+from tests.integration.ledger import ledger, results_topics, totals
 from tests.reliability.support import concurrent_calls, process, tally
 
 pytestmark = [pytest.mark.kafka, pytest.mark.model, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -45,6 +48,7 @@ async def test_sigkill_under_500_in_flight(settings: Settings, tmp_path: Path) -
                     first_after_s = time.monotonic() - killed
                     responses = await asyncio.gather(*calls)
                     all_after_s = time.monotonic() - killed
+            ledger_buckets = await ledger(patient, results_topics(patient))
     stop_process(first)
     assert [r.status_code for r in responses] == [200] * REQUESTS, [
         r.text for r in responses if r.status_code != 200
@@ -57,3 +61,8 @@ async def test_sigkill_under_500_in_flight(settings: Settings, tmp_path: Path) -
     )
     assert len(ids) == REQUESTS
     assert counted.missing == 0 and counted.duplicates == 0 and counted.received == REQUESTS
+    told: Counter[str] = Counter(requests=REQUESTS)
+    for response in responses:
+        usage = response.json()["usage"]
+        told.update(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"])
+    assert totals(ledger_buckets) == told

@@ -31,12 +31,12 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from producer.election import Election
 from producer.jobs.batch.book import BatchBook
 from producer.jobs.batch.lines import BatchLine, numbered_lines, parse_line
 from producer.jobs.batch.output import DISPATCHER
@@ -119,11 +119,15 @@ class Dispatcher:
         self._book = book
         self._metrics = metrics
         self._topics = Topics(settings.topic_prefix)
-        self._partition = TopicPartition(self._topics.dispatch, 0)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._election = Election(
+            settings,
+            "kc-dispatch",
+            self._topics.dispatch_group,
+            self._topics.dispatch,
+            self._step_down,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._leading = False
         self._cursors: dict[str, DispatchCursor] = {}
         self._sources: dict[str, list[tuple[int, bytes]]] = {}
         self._windows: dict[str, Window] = {}
@@ -133,23 +137,12 @@ class Dispatcher:
     @property
     def leading(self) -> bool:
         """Whether this front end dispatches now."""
-        return self._leading and self._producer is not None
+        return self._election.leading and self._producer is not None
 
     async def start(self) -> None:
         """Join the dispatch group and start the loop."""
-        consumer = clients.consumer(
-            self._settings,
-            "kc-dispatch",
-            committed_only=True,
-            group_id=self._topics.dispatch_group,
-            auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-        )
-        await consumer.start()
-        consumer.subscribe([self._topics.dispatch], listener=_Listener(self))
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._run(consumer), name="kc-dispatch")
+        await self._election.start()
+        self._task = asyncio.create_task(self._run(), name="kc-dispatch")
 
     async def stop(self) -> None:
         """Leave the group (another front end takes over) and stop."""
@@ -158,17 +151,15 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._step_down()
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._election.stop()
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+    async def _run(self) -> None:
         while True:
             try:
                 # Polling keeps the membership; the cursors are read at take-over, not here.
-                consumer.pause(*consumer.assignment())
-                await consumer.getmany(timeout_ms=int(_TICK_S * 1000))
-                if self._leading and self._producer is None:
-                    await self._take_over(consumer)
+                await self._election.poll(_TICK_S)
+                if self._election.leading and self._producer is None:
+                    await self._take_over()
                 if self.leading:
                     await self._turn()
             except ProducerFenced:
@@ -176,14 +167,14 @@ class Dispatcher:
                 await self._step_down()
             except (KafkaError, BrokerUnavailable) as exc:
                 log.warning("dispatch: %r; retrying", exc)
-                await self._step_down(keep_role=True)
+                await self._step_down()
                 await asyncio.sleep(_RETRY_S)
             except Exception:  # a bug in a turn must not end dispatch for every front end
                 log.exception("dispatch: a turn failed; retrying")
-                await self._step_down(keep_role=True)
+                await self._step_down()
                 await asyncio.sleep(_RETRY_S)
 
-    async def _take_over(self, consumer: AIOKafkaConsumer) -> None:
+    async def _take_over(self) -> None:
         """Fence the last dispatcher, then read the cursors it committed."""
         producer = clients.transactional_producer(
             self._settings, "kc-dispatcher", self._topics.dispatcher_transaction, linger_ms=5
@@ -199,9 +190,8 @@ class Dispatcher:
         self._seen.clear()
         log.info("dispatch: this front end dispatches (%d batch cursors)", len(self._cursors))
 
-    async def _step_down(self, keep_role: bool = False) -> None:
+    async def _step_down(self) -> None:
         producer, self._producer = self._producer, None
-        self._leading = self._leading and keep_role
         self._sources.clear()
         if producer is not None:
             with contextlib.suppress(KafkaError):
@@ -389,21 +379,6 @@ class Dispatcher:
             self._metrics.bulk_window.labels(model).set(int(window.size))
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Leads while this member owns the dispatch partition."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._dispatcher = dispatcher
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        if self._dispatcher._partition in set(revoked):
-            await self._dispatcher._step_down()
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        if self._dispatcher._partition in set(assigned):
-            self._dispatcher._leading = True
-
-
 async def _read_cursors(settings: Settings, topic: str) -> dict[str, DispatchCursor]:
     """Every committed cursor (read after the fencing: the last dispatcher's are final)."""
     cursors: dict[str, DispatchCursor] = {}
@@ -486,6 +461,7 @@ def _answer(
         job_id=batch.id,
         custom_id=custom_id,
         line_tasks=1,
+        key_id=batch.key_id,
     )
 
 
