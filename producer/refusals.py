@@ -20,12 +20,15 @@ from schemas.registry import ModelSpec
 from schemas.wire import Sampling
 
 _SHOWN_VALUE_CHARS = 100
+_SECRET_FIELDS = frozenset({"key", "keys", "new_key", "api_key", "token"})
 
 # The status of each refusal, by its ErrorDetail code.
 REFUSAL_STATUS = {
     "invalid_json": 400,
     "invalid_request": 400,  # a Batch API request (a file or batch that cannot be used so)
     "invalid_api_key": 401,
+    "admin_key_required": 403,
+    "model_not_allowed": 403,  # a managed key outside its models (OpenAI: PermissionDenied)
     "not_found": 404,
     "model_not_found": 404,
     "conflict": 409,
@@ -33,6 +36,8 @@ REFUSAL_STATUS = {
     "unsupported_media_type": 415,
     "invalid_value": 422,
     "overloaded": 429,
+    "rate_limit_exceeded": 429,  # a managed key's rpm or tpm limit
+    "insufficient_quota": 429,  # a managed key's budget
     "model_unavailable": 503,
     "kafka_unavailable": 503,
 }
@@ -106,6 +111,19 @@ def model_errors(errors: Sequence[ModelError]) -> ApiError:
     return ApiError(detail, None if unknown else {"Retry-After": "5"})
 
 
+def model_not_allowed(models: Sequence[str], allowed: Sequence[str]) -> ErrorDetail:
+    """The error detail of a managed key asked for models outside its ``models``."""
+    names = ", ".join(repr(m) for m in models)
+    return ErrorDetail(
+        type="permission_error",
+        code="model_not_allowed",
+        message=f"this API key may not call the model {names}: it may call "
+        f"{', '.join(allowed)} (an admin changes that with POST /key/update)",
+        param="model",
+        models=list(models),
+    )
+
+
 def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
     """A 400 (body is not JSON) or 422 (a field is wrong) naming the fields and values."""
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -126,7 +144,7 @@ def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
         code="invalid_value",
         message="; ".join(messages),
         param=field,
-        value=_shown(errs[0].get("input")),
+        value=None if _secret(field) else _shown(errs[0].get("input")),
     )
     return status_of(detail.code), detail
 
@@ -134,13 +152,20 @@ def describe_validation(errors: Sequence[Any]) -> tuple[int, ErrorDetail]:
 def _field_message(field: str, errs: list[Any]) -> str:
     value = _shown(errs[0].get("input"))
     kind = errs[0].get("type")
-    if kind == "extra_forbidden":
-        return f"{field}: unknown field (got {value!r}); see /openapi.json for the accepted fields"
     if kind == "missing":
         return f"{field}: required"
+    if _secret(field):
+        return f"{field}: {errs[0]['msg']} (the value is not shown: it may be a key)"
+    if kind == "extra_forbidden":
+        return f"{field}: unknown field (got {value!r}); see /openapi.json for the accepted fields"
     if field == "model" and len(errs) > 1:
         return f"model: must be a model name or a non-empty list of model names (got {value!r})"
     return f"{field}: {errs[0]['msg']} (got {value!r})"
+
+
+def _secret(field: str) -> bool:
+    # A field that may hold an API key (the key-management routes) is never echoed back.
+    return field.split(".")[0] in _SECRET_FIELDS
 
 
 def _is_branch(part: Any) -> bool:

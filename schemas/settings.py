@@ -28,7 +28,7 @@ from schemas.kinds import key_variables, url_variables
 
 ENV_PREFIX = "KC_"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-_SECRET_FIELDS = frozenset({"api_keys", "vendor_keys", "kafka_sasl_password"})
+_SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "vendor_keys", "kafka_sasl_password"})
 # Fields keyed by a variable's own name: an error names that variable, not KC_<FIELD>.
 _BY_VARIABLE = frozenset({"vendor_keys", "vendor_urls"})
 
@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
 
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Keys of the admin routes (managed keys, every key's usage); they call no model.
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     reply_partition: Annotated[int, Field(ge=0)] = 0
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
                 data[field] = {**data.get(field, {}), **given}
         return data
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         # Comma-separated in the environment; blanks between commas are ignored.

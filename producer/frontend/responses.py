@@ -48,11 +48,16 @@ _EVERY_V1: dict[int | str, dict[str, Any]] = {
 }
 _V1_POST: dict[int | str, dict[str, Any]] = {
     400: _error("the body is not valid UTF-8 JSON"),
+    403: _error("a managed API key outside its models (named in error.models)"),
     404: _error("an unknown model (named in error.models)"),
     413: _error("the body is over KC_MAX_BODY_BYTES"),
     415: _error("the body is not application/json"),
     422: _error("a field is out of range or unknown (named in error.param)"),
-    429: _error("too many requests in flight (KC_MAX_IN_FLIGHT)", _RETRY_AFTER),
+    429: _error(
+        "too many requests in flight (KC_MAX_IN_FLIGHT), or a managed key past its rpm or tpm "
+        "limit or its budget (error.code: overloaded, rate_limit_exceeded, insufficient_quota)",
+        _RETRY_AFTER,
+    ),
     503: _error("a model is not configured or has no live worker, or Kafka is down", _RETRY_AFTER),
     504: _error("the deadline passed (error.choices holds the choices that arrived)"),
 }

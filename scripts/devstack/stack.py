@@ -45,10 +45,13 @@ def run_stack(settings: Settings) -> int:
         broker = LocalBroker(data_dir=settings.cache_dir / "broker", cache_dir=settings.cache_dir)
         env["KC_KAFKA_BOOTSTRAP"] = broker.start()
         print(f"local Kafka broker on {env['KC_KAFKA_BOOTSTRAP']}", flush=True)
-    key = None
+    key = admin = None
     if not settings.api_keys:
         key = secrets.token_urlsafe(24)
         env["KC_API_KEYS"] = key
+    if not settings.admin_keys:  # the key routes and every key's usage (docs/tenants.md)
+        admin = secrets.token_urlsafe(24)
+        env["KC_ADMIN_KEYS"] = admin
     children: list[process.Child] = []
     stopping = _install_stop_handlers()
     try:
@@ -58,7 +61,7 @@ def run_stack(settings: Settings) -> int:
             env = {**env, "KC_WORKER_METRICS_PORT": "0"}
         children.append(_spawn(["serve"], env))
         _wait_ready(settings, key or settings.api_keys[0].get_secret_value(), children, stopping)
-        _announce(settings, key)
+        _announce(settings, key, admin)
         while not stopping.is_set() and all(c.poll() is None for c in children):
             time.sleep(0.5)
         return 0 if stopping.is_set() else 1
@@ -139,10 +142,12 @@ def _live_workers(url: str, key: str) -> int:
     return sum(m["live_workers"] for m in models if m["id"] == LOCAL_MODEL)
 
 
-def _announce(settings: Settings, generated_key: str | None) -> None:
+def _announce(settings: Settings, generated_key: str | None, generated_admin: str | None) -> None:
     # A generated key is shown so it can be used; a key of the operator's is never printed.
     key = generated_key or "$KEY"
     origin = f"generated for this run: {key}" if generated_key else "one of KC_API_KEYS"
+    if generated_admin:
+        origin += f"; admin key {generated_admin}"
     body = json.dumps({"prompt": "Once upon a time", "model": [LOCAL_MODEL], "max_tokens": 32})
     print(
         f"kafka-completions ready on http://{settings.host}:{settings.port} (API key {origin}); "

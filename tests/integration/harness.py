@@ -108,6 +108,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "KC_RESULTS_PARTITIONS": str(settings.results_partitions),
         "KC_CACHE_DIR": str(settings.cache_dir),
         "KC_API_KEYS": ",".join(k.get_secret_value() for k in settings.api_keys),
+        "KC_ADMIN_KEYS": ",".join(k.get_secret_value() for k in settings.admin_keys),
         "KC_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
         "KC_LIVENESS_REFRESH_S": str(settings.liveness_refresh_s),
         "KC_MAX_IN_FLIGHT": str(settings.max_in_flight),

@@ -37,7 +37,7 @@ from tests.unit.helm_chart import (
 
 FULL = VALUES["full-values"]
 # Variables whose values are secrets: only ever read from a Secret.
-SECRET_VARIABLES = {"KC_API_KEYS", "KC_KAFKA_SASL_PASSWORD", *key_variables()}
+SECRET_VARIABLES = {"KC_API_KEYS", "KC_ADMIN_KEYS", "KC_KAFKA_SASL_PASSWORD", *key_variables()}
 SECRET_VARIABLES |= {f"KC_{name}" for name in key_variables()}
 
 
@@ -201,6 +201,17 @@ def test_vendor_workers_read_their_keys_from_the_named_secrets() -> None:
     for name, vendor in vendors.items():
         ref = env_of(front_end)[kinds[name].api_key_env or ""]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == vendor["secretName"]
+
+
+def test_admin_keys_reach_the_front_end_from_their_secret_only_when_named() -> None:
+    (front_end,) = [c for w, c in containers(render(FULL)) if w["kind"] == "StatefulSet"]
+    ref = env_of(front_end)["KC_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"]
+    admin = _values(FULL)["adminKeys"]
+    assert ref == {"name": admin["secretName"], "key": admin["secretKey"]}
+    (plain,) = [c for w, c in containers(render(None)) if w["kind"] == "StatefulSet"]
+    assert "KC_ADMIN_KEYS" not in env_of(plain), "no admin routes unless a Secret is named"
+    workers = [c for w, c in containers(render(FULL)) if w["kind"] == "Deployment"]
+    assert all("KC_ADMIN_KEYS" not in env_of(c) for c in workers)
 
 
 def test_a_registry_change_rolls_every_pod() -> None:
