@@ -75,6 +75,8 @@ class FileRecord(BaseModel):
     endpoints: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     tasks: int = 0
+    # Per model, the most input and output tokens of its lines: a batch's most cost.
+    most_tokens: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
 
 class BatchMoments(BaseModel):
@@ -156,6 +158,8 @@ class BatchRecord(BatchMoments):
     # Its lines are handed out by the dispatcher (every batch created since it exists); a batch
     # created before published all its tasks at creation, and the dispatcher leaves it alone.
     metered: bool = False
+    # The most it can cost (USD), held against its key's budget until it ends.
+    max_cost: float = 0.0
 
     def moved(self, **changes: Any) -> BatchRecord:
         """A copy with ``changes``."""

@@ -1,10 +1,11 @@
 """The gateway: one front-end instance's clients and the steps every route takes.
 
-Admission (``check_room``, ``check_models``), the tasks of a request (``tasks_for``), the one
-lifecycle of every request, streamed or not (``flight``: in-flight count and gauge, publish
-under the deadline, cancellation when the caller left), and ``settle``: the status and body of
-the results, logged and measured once. ``run`` is both for a full answer; the routes in
-``producer.frontend.routes`` and the serving objects of ``producer.frontend.serving`` use them.
+Admission (``check_access``, ``check_room``, ``check_models``), the tasks of a request
+(``tasks_for``), the one lifecycle of every request, streamed or not (``flight``: in-flight
+count and gauge, publish under the deadline, cancellation when the caller left), and
+``settle``: the status and body of the results, logged and measured once. ``run`` is both for
+a full answer; the routes in ``producer.frontend.routes`` and the serving objects of
+``producer.frontend.serving`` use them.
 """
 
 import asyncio
@@ -25,9 +26,14 @@ from producer.frontend.deltas import StreamRouter, StreamState
 from producer.frontend.liveness import Liveness
 from producer.frontend.replies import Pending, ReplyRouter
 from producer.jobs.batch.dispatch import Dispatcher
-from producer.jobs.batch.service import BatchService
+from producer.jobs.batch.service import BatchService, Pricing
 from producer.publisher import Publisher
-from producer.refusals import ApiError, model_errors
+from producer.refusals import ApiError, model_errors, model_not_allowed
+from producer.tenants.accountant import Accountant
+from producer.tenants.admissions import Admissions
+from producer.tenants.keybook import KeyBook
+from producer.tenants.quota import Quota
+from producer.tenants.usagebook import UsageBook
 from schemas import logs, tracing
 from schemas.api import CompletionResponse, ErrorBody, ErrorDetail
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
@@ -77,13 +83,21 @@ class Gateway:
     def __init__(
         self, settings: Settings, registry: Registry, metrics_registry: CollectorRegistry
     ) -> None:
-        if not settings.api_keys:
-            raise ConfigError("KC_API_KEYS is empty: set at least one API key (comma-separated)")
+        if not settings.api_keys and not settings.admin_keys:
+            raise ConfigError(
+                "KC_API_KEYS and KC_ADMIN_KEYS are both empty: set at least one key "
+                "(comma-separated; an admin key creates managed API keys)"
+            )
         self.settings = settings
         self.registry = registry
         self.metrics_registry = metrics_registry
         self.metrics = FrontendMetrics.create(metrics_registry)
-        self.keys = KeyChecker(settings.api_keys)
+        self.keybook = KeyBook(settings)
+        self.keys = KeyChecker(settings.api_keys, settings.admin_keys, self.keybook)
+        self.usage = UsageBook(settings)
+        self.accountant = Accountant(settings, registry, self.metrics, self.keybook)
+        self.admissions = Admissions(settings)
+        self.quota = Quota(self.keybook, self.usage, self.admissions, registry, self.metrics)
         self.publisher = Publisher(settings, "kc-frontend", linger_ms=0)
         self.replies = ReplyRouter(settings, self.metrics)
         configured = [s.name for s in registry if s.unavailable_reason(settings) is None]
@@ -111,11 +125,19 @@ class Gateway:
         await self.streams.start()
         await self.liveness.start()
         await self.batches.start()
+        await self.usage.start()
+        await self.keybook.start()
+        await self.accountant.start()
+        await self.admissions.start()
         await self.dispatcher.start()
 
     async def stop(self) -> None:
         """Disconnect everything (the dispatch group first: another front end takes over)."""
         await self.dispatcher.stop()
+        await self.admissions.stop()
+        await self.accountant.stop()
+        await self.keybook.stop()
+        await self.usage.stop()
         await self.batches.stop()
         await self.liveness.stop()
         await self.streams.stop()
@@ -125,7 +147,8 @@ class Gateway:
     @property
     def ready(self) -> bool:
         """Ready once the reply partition is assigned and liveness has been read."""
-        return self.replies.ready and self.liveness.ready and self.batches.book.ready
+        books = self.batches.book.ready and self.usage.ready and self.keybook.ready
+        return self.replies.ready and self.liveness.ready and books
 
     def tasks_for(
         self,
@@ -137,10 +160,12 @@ class Gateway:
         prompts: list[str] | None = None,
         messages: tuple[ChatMessage, ...] | None = None,
         stream: bool = False,
+        choices_per_prompt: int = 1,
     ) -> list[TaskMessage]:
         """One task per entry of ``models`` (choice index = position), due at the deadline.
 
-        ``prompts``, when given, is parallel to ``models``; a chat request gives ``messages``.
+        ``prompts``, when given, is parallel to ``models``; a chat request gives ``messages``;
+        ``choices_per_prompt`` is OpenAI's ``n`` (each prompt's usage is counted once).
         """
         logs.request_id.set(str(request_id))
         if self.settings.tracing:
@@ -161,6 +186,7 @@ class Gateway:
                 deadline=now + self.settings.request_timeout_s,
                 reply_partition=self.replies.partition,
                 key_id=key_id,
+                choices_per_prompt=choices_per_prompt if choices_per_prompt > 1 else None,
             )
             for i, model in enumerate(models)
         ]
@@ -279,3 +305,23 @@ class Gateway:
         if problems:
             raise model_errors(problems)
         return specs
+
+    async def admit(self, key_id: str) -> None:
+        """Refuse (429) a request past its key's tpm limit, budget or rpm limit; called last
+        before publishing, as an admitted request takes a place of its key's minute."""
+        await self.quota.admit(key_id)
+
+    def price_batch(self, key_id: str) -> Pricing:
+        """The key's quota for a batch it creates: its most cost, or a refusal (429)."""
+        batches = self.batches.book.batches
+        return lambda tokens: self.quota.check_batch(key_id, tokens, batches.values())
+
+    def check_access(self, key_id: str, models: list[str]) -> None:
+        """Refuse (403) a managed key the models of whose request it may not call."""
+        # Static keys (KC_API_KEYS) have no record: they call every model.
+        record = self.keybook.get(key_id)
+        if record is None:
+            return
+        refused = [m for m in dict.fromkeys(models) if not record.allows(m)]
+        if refused:
+            raise ApiError(model_not_allowed(refused, record.models))

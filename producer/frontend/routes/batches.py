@@ -4,12 +4,13 @@ Statuses and counts come from the front end's batch book (``producer.jobs.batch.
 retrieve is a lookup, whatever else the topics retain.
 """
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query
 
 from producer.frontend.auth import Auth
 from producer.frontend.routes.answers import HasBatches, answered, batch_object, page
+from producer.jobs.batch.service import Pricing
 from schemas.batch import BatchCreate, BatchObject, ListPage
 
 # OpenAPI links: what a client (or a stateful fuzzer) does next with a batch it created.
@@ -27,7 +28,17 @@ _CREATED = {
 }
 
 
-def router(front: HasBatches, authenticated: Auth) -> APIRouter:
+class HasAccess(HasBatches, Protocol):
+    """The front end, as these routes need it: its batches, and what a key may call."""
+
+    def check_access(self, key_id: str, models: list[str]) -> None:
+        """Refuse (403) a managed key the models it may not call."""
+
+    def price_batch(self, key_id: str) -> Pricing:
+        """The key's quota for a batch: its most cost, or a refusal (429)."""
+
+
+def router(front: HasAccess, authenticated: Auth) -> APIRouter:
     """The batches routes over the front end's batch service."""
     routes = APIRouter()
     service = front.batches
@@ -37,7 +48,11 @@ def router(front: HasBatches, authenticated: Auth) -> APIRouter:
         body: BatchCreate, key_id: Annotated[str, Depends(authenticated)]
     ) -> BatchObject:
         with answered():
-            return batch_object(service, await service.create(key_id, body))
+            # A managed key makes batches of the models it may call only.
+            source = service.input_file(key_id, body.input_file_id)
+            front.check_access(key_id, list(source.models))
+            created = await service.create(key_id, body, price=front.price_batch(key_id))
+            return batch_object(service, created)
 
     @routes.get("/v1/batches/{batch_id}", response_model=BatchObject)
     async def retrieve_batch(

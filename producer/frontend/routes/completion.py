@@ -36,10 +36,12 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     ) -> Response:
         models = body.models
         front.label(request, models)
+        front.check_access(key_id, models)
         front.check_room()
         specs = front.check_models(models)
         sampling = Sampling.of_request(body)
         check_limits(sampling, specs)
+        await front.admit(key_id)
         return await _complete(front, body, models, sampling, key_id)
 
     return routes

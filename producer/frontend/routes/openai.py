@@ -39,6 +39,7 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     ) -> Response:
         prompts = [p for p in body.prompts for _ in range(body.n)]
         tasks = _plan(front, request, body, key_id, body.max_tokens, prompts=prompts)
+        await front.admit(key_id)
         if body.stream:
             return await text.stream(body, tasks)
         return await text.full(body, tasks)
@@ -51,6 +52,7 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     ) -> Response:
         messages = tuple(ChatMessage(role=m.role, content=m.text) for m in body.messages)
         tasks = _plan(front, request, body, key_id, body.token_limit, messages=messages)
+        await front.admit(key_id)
         if body.stream:
             return await chat.stream(body, tasks)
         return await chat.full(body, tasks)
@@ -69,6 +71,7 @@ def _plan(
     messages: tuple[ChatMessage, ...] | None = None,
 ) -> list[TaskMessage]:
     front.label(request, [body.model])
+    front.check_access(key_id, [body.model])
     front.check_room()
     specs = front.check_models([body.model])
     sampling = Sampling.of_openai(body, max_tokens)
@@ -82,4 +85,5 @@ def _plan(
         prompts=prompts,
         messages=messages,
         stream=body.stream,
+        choices_per_prompt=body.n,
     )

@@ -9,7 +9,7 @@ refused: a batch line is answered in the output file, not as server-sent events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,9 @@ from schemas.registry import Registry
 from schemas.settings import Settings
 from schemas.wire import ChatMessage, Sampling
 
+# A chat template's tokens around each message (role markers, separators), and a prompt's
+# start and end markers: what a prompt may add to its text's bytes.
+_TEMPLATE_TOKENS = 16
 _BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionsRequest,
     "/v1/completions": CompletionsRequest,
@@ -191,3 +194,24 @@ def _check_models(
         specs.append(spec)
     if (refusal := first_refusal(sampling, specs)) is not None:
         raise BadLine(f"body.{refusal.message}")
+
+
+def most_tokens(lines: Iterable[BatchLine]) -> dict[str, tuple[int, int]]:
+    """The most input and output tokens of ``lines``, per model: each prompt's most tokens
+    once (OpenAI counts a prompt once for its ``n`` choices) and every choice's
+    ``max_tokens``."""
+    most: dict[str, tuple[int, int]] = {}
+    for line in lines:
+        for index, choice in enumerate(line.choices):
+            prompt = most_prompt_tokens(choice) if index % line.choices_per_prompt == 0 else 0
+            held_in, held_out = most.get(choice.model, (0, 0))
+            most[choice.model] = (held_in + prompt, held_out + line.sampling.max_tokens)
+    return most
+
+
+def most_prompt_tokens(choice: Choice) -> int:
+    """An upper bound of a prompt's tokens: a byte-level tokenizer's token is at least one
+    byte, and the template adds its markers."""
+    if choice.messages is None:
+        return len(choice.prompt.encode()) + _TEMPLATE_TOKENS
+    return sum(len(m.content.encode()) + _TEMPLATE_TOKENS for m in choice.messages)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from producer.jobs.batch.book import BatchBook
-from producer.jobs.batch.lines import BatchFile, parse_batch_file
+from producer.jobs.batch.lines import BatchFile, most_tokens, parse_batch_file
 from producer.jobs.batch.output import Kind, render
 from producer.jobs.batch.store import FileStore
 from schemas import clients, tracing
@@ -44,6 +44,8 @@ from schemas.topics import Topics
 from schemas.wire import encode
 
 _PROBLEMS_SHOWN = 50
+# A key's quota: a batch's most cost from its most tokens per model, or a refusal (429).
+Pricing = Callable[[dict[str, tuple[int, int]]], float]
 _LINGER_MS = 20
 
 
@@ -119,6 +121,7 @@ class BatchService:
             endpoints=tuple(sorted({line.url for line in parsed.lines})),
             models=tuple(parsed.models),
             tasks=parsed.tasks,
+            most_tokens=most_tokens(parsed.lines),
         )
         stored = await FileStore(self.settings, self.producer).put(record, content)
         self.book.files[stored.id] = stored
@@ -199,7 +202,11 @@ class BatchService:
         return sorted(mine, key=lambda b: (b.created_at, b.id), reverse=True)
 
     async def create(
-        self, key_id: str, body: BatchCreate, window_s: float | None = None
+        self,
+        key_id: str,
+        body: BatchCreate,
+        window_s: float | None = None,
+        price: Pricing | None = None,
     ) -> BatchRecord:
         """Check the input file against the endpoint and start the batch (``in_progress``);
         the dispatcher hands its lines out (``producer/jobs/batch/dispatch.py``).
@@ -209,7 +216,8 @@ class BatchService:
         every line is for this endpoint, and every model is still configured (the registry or
         a vendor key may have changed). Only when that fails is the file read and checked line
         by line again, so the refusal names each line. ``window_s`` (``submit --deadline-s``)
-        replaces ``KC_BATCH_WINDOW_S`` as the window.
+        replaces ``KC_BATCH_WINDOW_S`` as the window. ``price`` (the key's quota) gives the
+        batch's most cost from its lines' most tokens, or refuses it.
         """
         source = self.input_file(key_id, body.input_file_id)
         clock = time.time()
@@ -244,6 +252,9 @@ class BatchService:
             record = record.moved(
                 total=len(parsed.lines), tasks=parsed.tasks, models=tuple(parsed.models)
             )
+            source = source.model_copy(update={"most_tokens": most_tokens(parsed.lines)})
+        if price is not None:
+            record = record.moved(max_cost=price(await self._most_tokens(source)))
         span = _batch_span(record) if self.settings.tracing else None
         try:
             retention = record.output_expires_after_s + math.ceil(window)
@@ -256,6 +267,14 @@ class BatchService:
             if span is not None:
                 span.end()
         return record
+
+    async def _most_tokens(self, source: FileRecord) -> dict[str, tuple[int, int]]:
+        """A file's most tokens per model (read again for a file stored before uploads kept
+        them)."""
+        if source.most_tokens or not source.lines:
+            return source.most_tokens
+        content = await FileStore(self.settings, self.producer).read(source)
+        return most_tokens(parse_batch_file(content, self.registry, self.settings).lines)
 
     def _still_valid(self, source: FileRecord, endpoint: str) -> bool:
         """Whether the upload's check still holds for a batch of ``endpoint``."""
