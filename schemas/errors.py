@@ -9,15 +9,21 @@
     │   └── ModelUnavailable known, but not configured or without a live worker
     ├── JobError             a bulk job cannot be submitted or collected (producer/jobs/jobfile.py)
     │   └── JobFileInvalid   a job file has invalid lines; nothing was published
-    └── BatchError           a Batch API file or batch request cannot be served (producer/batch)
-        ├── NotFound         no such file or batch for this API key (HTTP 404)
-        ├── Refused          the request or the file is invalid, with every reason (HTTP 400)
-        └── Conflict         the batch is past the state the request needs (HTTP 409)
+    ├── BatchError           a Batch API file or batch request cannot be served (producer/batch)
+    │   ├── NotFound         no such file or batch for this API key (HTTP 404)
+    │   ├── Refused          the request or the file is invalid, with every reason (HTTP 400)
+    │   └── Conflict         the batch is past the state the request needs (HTTP 409)
+    ├── KeyRefused           a managed-key request cannot be served (producer/tenants/keybook.py)
+    │   ├── UnknownKey       no live managed key by that key, key id or alias (HTTP 404)
+    │   └── KeyConflict      the alias or the custom key is taken already (HTTP 409)
+    └── ReportError          a usage or costs query is invalid, naming the parameter (HTTP 400)
 
 Third-party errors are translated where they are caught, with ``raise ... from exc``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class KCError(Exception):
@@ -71,3 +77,28 @@ class Refused(BatchError):
 
 class Conflict(BatchError):
     """The batch is past the state the request needs (e.g. cancelling a completed batch)."""
+
+
+class KeyRefused(KCError):
+    """A managed-key request cannot be served; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class UnknownKey(KeyRefused):
+    """No live managed key by that key, key id or alias (a revoked key is not found either)."""
+
+
+class KeyConflict(KeyRefused):
+    """The alias or the custom key of a request is taken by another live key already."""
+
+
+class ReportError(KCError):
+    """A report's query is invalid: ``param`` names the parameter and ``value`` what it was."""
+
+    def __init__(self, param: str, value: Any, message: str) -> None:
+        super().__init__(f"{param}: {message} (got {value!r})")
+        self.param = param
+        self.value = value

@@ -9,6 +9,8 @@ models add NAME --path P   write a local model's entry into the KC_REGISTRY_PATH
 submit FILE.jsonl     make a batch of a bulk job (see producer/cli/jobs.py for every option)
 collect --job ID -o OUT.jsonl   write a job's lines (resumes; never duplicates a line)
 jobs status ID|list   lines completed, failed and pending per job
+keys create|list|info|update|revoke   managed API keys (see producer/cli/keys.py)
+usage [--since 7d] [--by model,key,batch] [--costs] [--json]   requests, tokens, costs
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     from devstack.cli import add_broker_commands
 
     from producer.cli.jobs import add_job_commands
+    from producer.cli.keys import add_key_commands
     from producer.cli.models import add_model_commands
     from producer.cli.services import add_service_commands, settings_of
+    from producer.cli.usage import add_usage_commands
 
     parser = argparse.ArgumentParser(
         prog="kafka-completions",
@@ -38,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_broker_commands(sub)
     add_job_commands(sub, settings_of)
+    add_key_commands(sub, settings_of)
+    add_usage_commands(sub, settings_of)
     return parser
 
 

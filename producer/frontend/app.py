@@ -18,12 +18,14 @@ from producer.frontend.gateway import Gateway
 from producer.frontend.guard import Guard
 from producer.frontend.paths import Paths
 from producer.frontend.responses import declare_responses
-from producer.frontend.routes import batches, completion, files, openai, ops
+from producer.frontend.routes import batches, completion, files, keys, openai, ops, usage
 from schemas import tracing
 from schemas.registry import Registry
 from schemas.settings import Settings
 
 _UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+# A span records the query, and GET /key/info?key= may carry a key itself.
+_UNTRACED_PREFIX = "/key/"
 
 
 def create_app(
@@ -53,7 +55,9 @@ def create_app(
         logs=False,
         operation_spans=False,
         auto_configure=False,
-        exclude=lambda scope: scope.get("path") in _UNTRACED,
+        exclude=lambda scope: (
+            scope.get("path") in _UNTRACED or str(scope.get("path")).startswith(_UNTRACED_PREFIX)
+        ),
     )
     app = FastAPI(
         title="kafka-completions", version="0.1.0", lifespan=lifespan, telemetry=telemetry
@@ -61,7 +65,7 @@ def create_app(
     app.state.front = front
     authenticated = bearer_key(front.keys)
     every_route = list(app.routes)  # the document's own (/openapi.json, /docs)
-    for family in (completion, ops, openai, files, batches):
+    for family in (completion, ops, openai, files, batches, usage, keys):
         routes = family.router(front, authenticated)
         declare_responses(routes)
         app.include_router(routes)

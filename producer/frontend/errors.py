@@ -28,7 +28,7 @@ def error_response(
 
 
 OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
-OPENAI_PREFIXES = ("/v1/files", "/v1/batches")
+OPENAI_PREFIXES = ("/v1/files", "/v1/batches", "/v1/organization/")
 
 
 def _status_for(request: Request, detail: ErrorDetail) -> int:
