@@ -97,6 +97,10 @@ async def test_an_admin_makes_a_key_the_sdk_calls_with_it_and_it_is_kept_to_its_
             )
         assert refused.value.status_code == 403 and "'gpt-4'" in refused.value.message
         assert refused.value.code == "model_not_allowed"
+        # It lists the models it may call, where a static key lists every one.
+        assert [m.id async for m in sdk.models.list()] == ["echo"]
+        listed = (await client.get("/v1/models")).json()["data"]
+        assert len(listed) > 1 and "gpt-4" in {m["id"] for m in listed}
         # A batch is held to the key's models too.
         upload = await sdk.files.create(
             file=("in.jsonl", io.BytesIO(jsonl([chat_line(0, model="echo")]))), purpose="batch"

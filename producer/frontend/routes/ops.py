@@ -15,9 +15,13 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/v1/models")
-    async def list_models(_: Annotated[str, Depends(authenticated)]) -> dict[str, Any]:
+    async def list_models(key_id: Annotated[str, Depends(authenticated)]) -> dict[str, Any]:
+        # A managed key sees the models it may call (OpenAI lists a key's models alike).
+        record = front.keybook.get(key_id)
         data = []
         for spec in front.registry:
+            if record is not None and not record.allows(spec.name):
+                continue
             reason = spec.unavailable_reason(front.settings)
             data.append(
                 {
