@@ -52,8 +52,22 @@ def _without_kafka(tmp_path: Path) -> dict[str, str]:
         ["collect", "--job", "job-1", "-o", "OUT"],
         ["jobs", "status", "job-1"],
         ["jobs", "list"],
+        ["keys", "list"],
+        ["keys", "create", "--alias", "team-a"],
+        ["usage"],
     ],
-    ids=["serve", "worker", "dev", "submit", "collect", "jobs-status", "jobs-list"],
+    ids=[
+        "serve",
+        "worker",
+        "dev",
+        "submit",
+        "collect",
+        "jobs-status",
+        "jobs-list",
+        "keys-list",
+        "keys-create",
+        "usage",
+    ],
 )
 def test_a_command_without_kafka_says_so_in_one_line(tmp_path: Path, args: list[str]) -> None:
     job = tmp_path / "job.jsonl"
