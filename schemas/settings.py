@@ -87,9 +87,12 @@ class Settings(BaseSettings):
     # KV-cache slots (rows x longest row life, prompt + max_tokens) a running batch may plan
     # for; SmolLM2-135M keeps ~23 KB per slot in bf16, so 65,536 slots are ~1.5 GB.
     worker_token_budget: Annotated[int, Field(ge=256)] = 65_536
-    # torch.compile the local model's decode step (its shapes stay put between admissions);
-    # off by default: compiling costs start-up time and each new batch shape a recompile.
+    # torch.compile the local model's decode step, once per row bucket (worker.buckets); off
+    # by default: on two CPU cores each bucket compiles for ~45 s against a ~12% faster step.
     torch_compile: bool = False
+    # CUDA graphs of the decode step, one per row bucket, and its tokens read back a step late
+    # (worker.graphs, worker.readback); CUDA only, off until a GPU measurement turns it on.
+    cuda_graphs: bool = False
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 30.0
     early_replies: bool = True

@@ -9,7 +9,10 @@ writes one column of, in place, and that moves only when joining rows need more 
 ``fits`` keeps ``rows x longest row life`` (prompt + max_tokens each) under a token budget.
 Rows admitted together that start alike share the prefill of their common start
 (``worker.prefix``): it sits in the leftmost columns, each row's own tokens right-aligned
-after it, with the padding between masked out.
+after it, with the padding between masked out. A step's forward runs eagerly, compiled per row
+bucket or as CUDA graphs (``worker.forward``, ``StepMode``); with ``overlap`` its tokens are
+read back a step late (``worker.readback``), so the rows that finish at step n are returned by
+step n + 1, and the token step n + 1 drew for them is dropped.
 
 transformers' own continuous batching (5.x) carries per-request temperature and top_p but not
 presence/frequency penalties, stop strings or deadlines, hence this loop. Everything here
@@ -26,10 +29,11 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from schemas.wire import Sampling
-from worker.kvcache import SlotCache, empty_cache
+from worker.forward import StepMode, step_of
+from worker.kvcache import SlotCache, cache_argument, empty_cache
 from worker.prefix import Prefix, PrefixCache, common_length
-from worker.sampling import FinishReason, Penalty, RowSampler, finish_reason
+from worker.readback import Pending, Readback
+from worker.sampling import FinishReason, Penalty, RowSampler, SamplingParams, finish_reason
 from worker.text import GrowingText
 
 
@@ -39,7 +43,7 @@ class Row:
 
     handle: Any
     prompt: list[int]
-    sampling: Sampling
+    sampling: SamplingParams
     deadline: float | None = None
     tokens: list[int] = field(default_factory=list)
     started: float = 0.0
@@ -73,12 +77,13 @@ class DecodeBatch:
         max_rows: int,
         token_budget: int,
         prefixes: PrefixCache | None = None,
-        compiled: str | None = None,
+        mode: StepMode | None = None,
     ) -> None:
         self._model = model
-        # Decode steps only (``compiled`` names torch.compile's backend): their shapes stay put
-        # between admissions (``worker.kvcache``), while every prefill has a new shape.
-        self._forward: Any = torch.compile(model, backend=compiled) if compiled else model
+        self._keyword = cache_argument(model)
+        # Decode steps only: every prefill has a new shape, and runs once.
+        self.mode = StepMode() if mode is None else mode
+        self._step = step_of(model, self.mode, max_rows)
         self._eos = frozenset(eos)
         self._pad = pad
         self._decode = decode
@@ -98,6 +103,9 @@ class DecodeBatch:
         self._spans: list[int] = []
         self._prefixes = PrefixCache() if prefixes is None else prefixes
         self.prefill_tokens_skipped = 0  # prompt tokens a shared prefix spared the prefill
+        self._readback = Readback(self._device) if self.mode.overlap else None
+        # The latest step's rows and tokens on their way to the host (``overlap``).
+        self._inflight: tuple[list[Row], Pending] | None = None
 
     @property
     def cache_tokens(self) -> int:
@@ -118,6 +126,7 @@ class DecodeBatch:
         """Prefill the joining rows, merge them in, and sample their first tokens."""
         if not joining:
             return []
+        self._settle()  # rows' tokens complete: the penalty counts are rebuilt from them
         now = time.time()
         for row in joining:
             row.started = time.perf_counter()
@@ -134,33 +143,62 @@ class DecodeBatch:
         return self._retire(now)
 
     def step(self) -> list[Finished]:
-        """Decode one token for every row; drop and return the rows that finished."""
+        """Decode one token for every row; drop and return the rows that finished (with
+        ``overlap``: by the tokens read so far, the latest step's still on their way)."""
         if not self.rows:
             return []
         now = time.time()
         cache = self._cache
         assert cache is not None  # rows run
-        positions = cache.used_mask().sum(dim=1, keepdim=True)
         with torch.inference_mode():
-            out = self._forward(
-                input_ids=self._next.unsqueeze(1),
-                # Given as the 4D mask SDPA takes (True: attend), so that transformers does not
-                # build one, nor ask the device whether the 2D mask has any padding (a sync).
-                attention_mask=cache.open_column(),
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            )
+            scores = self._step(self._next, cache)
         cache.advance()
         penalty = None if self._penalty is None else self._penalty.penalty
-        self._next, tokens = self._sampler.sample(out.logits[:, -1, :], penalty, self._index)
-        for row, token in zip(self.rows, tokens, strict=True):
-            row.tokens.append(token)
+        if self._readback is None:
+            self._next, tokens = self._draw(scores, penalty)
+            self._advance()
+            for row, token in zip(self.rows, tokens, strict=True):
+                row.tokens.append(token)
+        else:
+            self._next = self._draw_on_device(scores, penalty)
+            self._advance()
+            earlier = self._inflight
+            self._inflight = (list(self.rows), self._readback.start(self._next))
+            if earlier is not None:
+                self._collect(*earlier)
+        return self._retire(now)
+
+    def _draw(
+        self, scores: torch.Tensor, penalty: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Each row's next token, on the device and read back (a method: profiles time it)."""
+        return self._sampler.sample(scores, penalty, self._index)
+
+    def _draw_on_device(self, scores: torch.Tensor, penalty: torch.Tensor | None) -> torch.Tensor:
+        """Each row's next token, left on the device."""
+        return self._sampler.sample_on_device(scores, penalty, self._index)
+
+    def _advance(self) -> None:
+        """Every row drew its token: count it."""
         self._index += 1
         self._spans = [s + 1 for s in self._spans]
         if self._penalty is not None:
             self._penalty.add(self._next, self._sampler)
-        return self._retire(now)
+
+    def _collect(self, rows: list[Row], pending: Pending) -> None:
+        """Give the rows of a step read late their tokens; rows gone since get none."""
+        assert self._readback is not None  # only overlapped steps are read late
+        running = {id(r) for r in self.rows}
+        for row, token in zip(rows, self._readback.read(pending), strict=True):
+            if id(row) in running:
+                row.tokens.append(token)
+
+    def _settle(self) -> None:
+        """Read the step in flight, if any: every row then holds all its tokens."""
+        if self._inflight is not None:
+            rows, pending = self._inflight
+            self._inflight = None
+            self._collect(rows, pending)
 
     def remove(self, doomed: Callable[[Row], bool]) -> list[Row]:
         """Drop the rows ``doomed`` picks (cancelled requests); returns them."""
@@ -174,6 +212,10 @@ class DecodeBatch:
         rows = self.rows
         self._drop([])
         self._cache = None  # a failed step may have left it half written
+        if self._inflight is not None:
+            assert self._readback is not None
+            self._readback.drop(self._inflight[1])
+            self._inflight = None
         return rows
 
     def _prefill(self, joining: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Tensor, list[int]]:
@@ -194,11 +236,11 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self._model(
                 input_ids=input_ids,
-                attention_mask=_prefill_mask(attention, shared),
+                attention_mask=prefill_mask(attention, shared),
                 position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0)[:, shared:],
-                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._keyword: cache},
             )
         spans = [shared + width if shared else len(o) for o in own]
         return cache, attention, out.logits[:, -1, :], spans
@@ -217,9 +259,9 @@ class DecodeBatch:
         with torch.inference_mode():
             self._model(
                 input_ids=torch.tensor([tokens], dtype=torch.long, device=self._device),
-                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._keyword: cache},
             )
         prefix = Prefix(tokens, tuple((layer.keys, layer.values) for layer in cache.layers))
         self._prefixes.add(prefix)
@@ -282,7 +324,7 @@ class DecodeBatch:
             self._penalty = self._penalty.select(at) if self._sampler.penalised else None
 
 
-def _prefill_mask(attention: torch.Tensor, shared: int) -> torch.Tensor:
+def prefill_mask(attention: torch.Tensor, shared: int) -> torch.Tensor:
     """The prefill's 4D mask (True: attend): causal, padding hidden, built here because
     transformers asks the device whether a 2D mask has any padding (a sync) to skip it.
 

@@ -10,19 +10,25 @@ step, a copy of the whole cache.
 
 Copies happen only when the batch changes: the joining rows' prefilled keys and values are
 written into free rows; a finished row's slot takes the last row (only moved rows are copied);
-and when joining rows need more rows or columns than the buffers have (columns run out on the
-right as the batch decodes), the live part moves into new buffers with room to spare (doubled:
-``_capacity``). That move is the one place the buffers' ``data_ptr`` changes.
+and when joining rows need more columns than are left on the right (columns run out as the
+batch decodes), the live part moves left within the same buffers, or into new ones with room to
+spare when the buffers are too small (doubled, ``_capacity``) or far too wide. That growth is
+the one place the buffers' ``data_ptr`` changes, so a CUDA graph captured over them stays valid
+until then. Capacities are rungs of ``worker.buckets``' ladder: a step padded to a row bucket
+always finds its rows in the buffers, and the buffers take few shapes (each a compile).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import Cache
 from transformers.cache_utils import CacheLayerMixin
+
+from worker.buckets import column_bucket, row_bucket, rung_below
 
 
 class _SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
@@ -43,8 +49,10 @@ class _SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the step's column in place; return the used rows' whole buffers (views)."""
-        rows, column = self._cache.rows, self._cache.column
+        """Write the step's column in place; return the step's rows' whole buffers (views)."""
+        # The step's rows (padding included), from the input's shape: a compiled step then
+        # depends on no Python number that changes as rows come and go.
+        rows, column = key_states.shape[0], self._cache.column
         keys = self.key_buffer.narrow(0, 0, rows)
         values = self.value_buffer.narrow(0, 0, rows)
         keys.index_copy_(2, column, key_states)
@@ -112,15 +120,11 @@ class SlotCache(Cache):
         self.mask[at, end - width : end] = mask.bool()
         self.rows += rows
 
-    def open_column(self) -> torch.Tensor:
-        """Mark column ``end`` as used by every row; the step's 4D mask (a view)."""
-        used = self.used_mask()
-        used[:, self.end] = True
-        return used[:, None, None, :]
-
-    def used_mask(self) -> torch.Tensor:
-        """The used rows' mask (a view: ``narrow`` is one op whatever the rows, slicing is not)."""
-        return self.mask.narrow(0, 0, self.rows)
+    def open_column(self, rows: int) -> None:
+        """Mark column ``end`` as used by the step's first ``rows`` rows, padding rows included
+        (each then attends to its own new column at least: never an empty softmax)."""
+        # ``narrow`` is one op whatever the rows, slicing is not.
+        self.mask.narrow(0, 0, rows)[:, self.end] = True
 
     def advance(self) -> None:
         """After a step: column ``end`` is written."""
@@ -151,27 +155,43 @@ class SlotCache(Cache):
     def moved(
         self, rows: int, width: int, future: int, span: int, limits: tuple[int, int]
     ) -> SlotCache:
-        """A bigger cache holding this one's rows (their last ``span`` columns), with room for
-        ``rows`` more of ``width`` columns and ``future`` columns to grow into."""
+        """This cache's rows (their last ``span`` columns) moved left, with room for ``rows``
+        more of ``width`` columns and ``future`` columns to grow into: in these buffers where
+        they hold that and are not over twice too wide, else in new ones."""
         left = max(width, span)
-        shapes = [(layer.key_buffer, layer.value_buffer) for layer in self.slots]
-        new = SlotCache(shapes, *_capacity(self.rows + rows, left + future, limits))
-        new._seek(left)
+        need = (self.rows + rows, left + future)
+        fresh = _capacity(*need, limits)
+        capacity_rows, columns = self.capacity
+        if need[0] <= capacity_rows and need[1] <= columns <= 2 * fresh[1]:
+            target = self
+        else:
+            shapes = [(layer.key_buffer, layer.value_buffer) for layer in self.slots]
+            target = SlotCache(shapes, *fresh)
         used, start = slice(0, self.rows), self.end - span
-        for old, layer in zip(self.slots, new.slots, strict=True):
-            layer.key_buffer[used, :, left - span : left] = old.key_buffer[
-                used, :, start : self.end
-            ]
-            layer.value_buffer[used, :, left - span : left] = old.value_buffer[
-                used, :, start : self.end
-            ]
-        new.mask[used, left - span : left] = self.mask[used, start : self.end]
-        new.rows = self.rows
-        return new
+        for old, layer in zip(self.slots, target.slots, strict=True):
+            # Cloned: within one buffer the source and target columns may overlap.
+            keys = old.key_buffer[used, :, start : self.end].clone()
+            values = old.value_buffer[used, :, start : self.end].clone()
+            layer.key_buffer[used, :, left - span : left] = keys
+            layer.value_buffer[used, :, left - span : left] = values
+        live = self.mask[used, start : self.end].clone()
+        target.mask.zero_()
+        target.mask[used, left - span : left] = live
+        target.rows = self.rows
+        target._seek(left)
+        return target
 
     def _seek(self, end: int) -> None:
         self.end = end
         self.column.fill_(end)
+
+
+def cache_argument(model: Any) -> str:
+    """The name the model's forward takes its cache by: ``cache`` since transformers 5.2x,
+    ``past_key_values`` before (5.17 on the GPU machine of ``benchmarks.gpu``)."""
+    # The class's forward: an instance's may be wrapped (hooks, spies) behind ``**kwargs``.
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def empty_cache(
@@ -187,14 +207,14 @@ def empty_cache(
 def _capacity(rows: int, columns: int, limits: tuple[int, int]) -> tuple[int, int]:
     """Twice the columns asked for and rows up to the next power of two, so that the batch
     decodes and admits a while before the next move; within ``limits`` (the batch's row cap
-    and token budget) where the rows asked for fit them."""
+    and token budget) where the rows asked for fit them. Both are rungs of the bucket ladder."""
     most_rows, budget = limits
-    more_rows = max(rows, min(most_rows, 1 << max(rows - 1, 0).bit_length()))
-    more_columns = 2 * columns
+    more_rows = row_bucket(max(rows, min(most_rows, 1 << max(rows - 1, 0).bit_length())))
+    more_columns = column_bucket(2 * columns)
     if more_rows * more_columns > budget:
-        more_columns = max(columns, budget // more_rows)
+        more_columns = max(column_bucket(columns), rung_below(budget // more_rows))
     if more_rows * more_columns > budget:
-        more_rows = rows
+        more_rows = row_bucket(rows)
     return more_rows, more_columns
 
 

@@ -15,16 +15,33 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
-from schemas.wire import Sampling
 from worker.draws import uniforms
 from worker.nucleus import CANDIDATES, WIDEN, draw, full_rank, kept, ranked, unsure
 from worker.text import GrowingText
 
 FinishReason = Literal["eos", "length", "stop", "deadline"]
+
+
+class SamplingParams(Protocol):
+    """A row's parameters as the decode loop reads them: ``schemas.wire.Sampling`` has them,
+    and so may a plain object (``benchmarks.gpu`` runs the loop where pydantic is absent)."""
+
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def stop(self) -> Sequence[str]: ...
+    @property
+    def presence_penalty(self) -> float: ...
+    @property
+    def frequency_penalty(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +57,11 @@ class RowSampler:
     presence: torch.Tensor
     frequency: torch.Tensor
     seeds: torch.Tensor
-    params: tuple[Sampling, ...]
+    params: tuple[SamplingParams, ...]
 
     @classmethod
     def of(
-        cls, rows: Sequence[Sampling], device: torch.device, seeds: Sequence[int] = ()
+        cls, rows: Sequence[SamplingParams], device: torch.device, seeds: Sequence[int] = ()
     ) -> RowSampler:
         """The sampler of ``rows``, in order; ``seeds`` per row (default: 0 each)."""
 
@@ -127,6 +144,25 @@ class RowSampler:
             return _redraw(probs, top_p, uniform, picked, host, doubtful)
         return picked, host
 
+    def sample_on_device(
+        self, scores: torch.Tensor, penalty: torch.Tensor | None, index: torch.Tensor
+    ) -> torch.Tensor:
+        """The tokens ``sample`` draws, left on the device: nothing read back, so a nucleus
+        comes from a full sort (on a GPU a sort of the vocabulary is cheaper than a wait)."""
+        probs = self.scaled(scores, penalty).softmax(dim=-1)
+        uniform = uniforms(self.seeds, index)
+        tokens = _draw_full(probs, uniform) if self.full else None
+        if not self.nucleus:
+            assert tokens is not None
+            return tokens
+        if all(r.temperature == 0 for r in self.params if _in_nucleus(r)):
+            # A nucleus of one, the most likely token: the first of them, as the stable sort.
+            picked = probs.argmax(dim=-1)
+        else:
+            values, ids = full_rank(probs)
+            picked = draw(values, ids, kept(values, self._nucleus_top_p()), uniform)
+        return picked if tokens is None else torch.where(self._nucleus_rows(), picked, tokens)
+
     def _nucleus_top_p(self) -> torch.Tensor:
         return torch.where(self.temperature == 0, 0.0, self.top_p)
 
@@ -134,7 +170,7 @@ class RowSampler:
         return ((self.top_p < 1.0) | (self.temperature == 0)).squeeze(1)
 
 
-def _in_nucleus(row: Sampling) -> bool:
+def _in_nucleus(row: SamplingParams) -> bool:
     return row.top_p < 1.0 or row.temperature == 0
 
 
@@ -264,7 +300,7 @@ def keep_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 def finish_reason(
     row: GrowingText | None,
     generated: list[int],
-    sampling: Sampling,
+    sampling: SamplingParams,
     eos: Collection[int],
     past_deadline: bool,
 ) -> FinishReason | None:

@@ -6,7 +6,8 @@ budget (``KC_WORKER_TOKEN_BUDGET``) allow, so new tasks join while others genera
 outcome is handed to the event loop the step its row finishes. The event loop (and with it the
 Kafka consumer's heartbeats and polls) never waits for the model. On CUDA the model runs in
 bf16 with SDPA (never flash_attention_2: see ``_attention``); on CPU in bf16 with SDPA (B1 in
-docs/benchmarks.md measures the batching).
+docs/benchmarks.md measures the batching). ``KC_TORCH_COMPILE`` and ``KC_CUDA_GRAPHS`` choose
+how its decode steps run (``worker.forward.step_mode``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from schemas.wire import TaskMessage
 from worker.backend import Backend, backend_kind
 from worker.decode import DecodeBatch, Finished, Row
 from worker.draws import task_seed
+from worker.forward import StepMode, step_mode
 from worker.prompting import PromptEncoder, conversation, plain_prompt
 from worker.stops import cut_at_stop
 from worker.task import Completion, Delta, Failure, Outcome, Task
@@ -68,7 +70,7 @@ class TransformersBackend:
         tokenizer: Any,
         max_batch: int,
         token_budget: int,
-        compiled: str | None = None,
+        mode: StepMode | None = None,
     ) -> None:
         self._spec = spec
         self._model = model
@@ -92,7 +94,7 @@ class TransformersBackend:
             decode=self._decode,
             max_rows=max_batch,
             token_budget=token_budget,
-            compiled=compiled,
+            mode=mode,
         )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kc-infer-{spec.name}")
         self._inbox: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
@@ -114,7 +116,7 @@ class TransformersBackend:
             tokenizer,
             settings.worker_max_batch,
             settings.worker_token_budget,
-            compiled="inductor" if settings.torch_compile else None,
+            mode=step_mode(settings.torch_compile, settings.cuda_graphs, device),
         )
 
     @property

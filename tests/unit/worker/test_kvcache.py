@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.unit.factories import sampling
+from tests.unit.worker.churn import churn
 from tests.unit.worker.tiny_model import tiny_llama
 from worker.decode import DecodeBatch, Row
 
@@ -82,6 +83,21 @@ def test_steps_write_the_cache_in_place_and_move_it_only_to_grow(
         batch.step()
     for row in [*rows, late, grown]:
         assert row.tokens == _reference(model, row)
+
+
+def test_rows_coming_and_going_keep_the_buffers_while_they_hold_them(model: Any) -> None:
+    batch = DecodeBatch(model, eos=[], pad=0, decode=str, max_rows=16, token_budget=4096)
+    run = churn(batch, 5)
+    cache = batch._cache
+    assert cache is not None
+    buffers, ends = set(), set()
+    for _ in range(40):  # rows join (the live columns moving left) and leave every few steps
+        run = churn(batch, 5, run=run)
+        assert batch._cache is cache
+        buffers.add((cache.slots[0].key_buffer.data_ptr(), cache.mask.data_ptr()))
+        ends.add(cache.end)
+    assert len(run.rows) > 40 and len(buffers) == 1
+    assert max(ends) < cache.capacity[1]  # the columns were moved left, again and again
 
 
 def test_admission_and_steps_run_on_meta_tensors(monkeypatch: pytest.MonkeyPatch) -> None:

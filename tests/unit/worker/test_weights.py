@@ -15,6 +15,7 @@ from tests.llama2_fixture import Llama2Fixture, check_golden
 from tests.llama2_gguf import write_gguf
 from tests.unit.factories import sampling, task, task_message
 from worker.backends.transformers import TransformersBackend
+from worker.forward import EagerStep, PaddedStep, StepMode
 from worker.task import Completion
 from worker.weights import checkpoint_dir, cuda_placement, load_weights, weights_state
 
@@ -109,12 +110,12 @@ def test_weights_that_do_not_fit_one_gpu_are_spread() -> None:
 async def test_kc_torch_compile_reaches_the_decode_step(
     llama2: Llama2Fixture, tmp_path: Path, compiled: bool
 ) -> None:
-    # Only the wiring from the setting to the batch: compiling happens at the first step (the
-    # compiled step itself is tested in test_compile.py).
-    settings = Settings(device="cpu", cache_dir=tmp_path, torch_compile=compiled)
+    # Only the wiring from the settings to the batch: compiling happens at the first step (the
+    # compiled step itself is tested in test_compile.py); graphs fall back off CUDA.
+    settings = Settings(device="cpu", cache_dir=tmp_path, torch_compile=compiled, cuda_graphs=True)
     backend = await TransformersBackend.load(_spec(llama2.base), settings)
     try:
-        forward = backend._batch._forward
-        assert isinstance(forward, torch._dynamo.eval_frame.OptimizedModule) is compiled
+        assert backend._batch.mode == StepMode(compiled="inductor" if compiled else None)
+        assert isinstance(backend._batch._step, PaddedStep if compiled else EagerStep)
     finally:
         await backend.aclose()
