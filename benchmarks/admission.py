@@ -1,11 +1,14 @@
 """B1's decode loop alone: tokens/s per parameter set, time to first token, rows per step.
 
-``python -m benchmarks.admission [--requests N] [--concurrency C]``. Closed-loop clients hand
-tasks straight to the local backend (no HTTP, no Kafka), so the figures are the loop's own:
-tokens/s for each of B1's parameter sets, run alternately in one process (plain, nucleus,
-spec, plain: the ratios are what the noisy shared machine lets one trust), time to first
-token (a task's queueing until the prefill that samples its first token), and the batch's
-rows at every decode step, to show whether rows come in waves or the batch stays full.
+``python -m benchmarks.admission [--requests N] [--concurrency C] [--profile] [--service]``.
+Closed-loop clients hand tasks straight to the local backend (no HTTP, no Kafka), so the
+figures are the loop's own: tokens/s for each of B1's parameter sets, run alternately in one
+process (plain, nucleus, spec, plain: the ratios are what the noisy shared machine lets one
+trust), time to first token (a task's queueing until the prefill that samples its first
+token), and the batch's rows at every decode step, to show whether rows come in waves or the
+batch stays full. ``--profile`` adds each cell's time by phase (``benchmarks.phases``);
+``--service`` then runs the same cells through the front end and Kafka, and prints the share of
+their time that HTTP and Kafka add (one minus the loop's time a token over the service's).
 """
 
 from __future__ import annotations
@@ -17,7 +20,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.local import MODEL, NEW_TOKENS, PARAMS, model_dir, prompt
+from benchmarks.local import (
+    MODEL,
+    NEW_TOKENS,
+    OURS,
+    PARAMS,
+    closed_cell,
+    model_dir,
+    our_request,
+    prompt,
+)
+from benchmarks.phases import Phases
+from benchmarks.stack import broker, service
 from benchmarks.stats import Run, percentile
 from schemas.registry import load_registry
 from schemas.settings import Settings
@@ -73,11 +87,15 @@ def _task(i: int, params: str) -> Task:
     return Task(message, "bench", 0, i, now, now)
 
 
-async def _cell(backend: TransformersBackend, probe: _Probe, params: str, n: int, c: int) -> Run:
+async def _cell(
+    backend: TransformersBackend, probe: _Probe, params: str, n: int, c: int, phases: Phases | None
+) -> Run:
     run = Run("B1-loop", "ours (decode loop)", f"c={c} {params}")
     counter = iter(range(n))
     firsts: list[float] = []
     probe.rows.clear()
+    if phases is not None:
+        phases.clear()
 
     async def client() -> None:
         for i in counter:
@@ -97,6 +115,8 @@ async def _cell(backend: TransformersBackend, probe: _Probe, params: str, n: int
     await asyncio.gather(*(client() for _ in range(c)))
     run.elapsed_s = time.perf_counter() - began
     run.extra = _shape(probe.rows, firsts, c)
+    if phases is not None:
+        run.extra["phases"] = phases.shares(run.elapsed_s)
     return run
 
 
@@ -116,29 +136,66 @@ def _shape(rows: list[int], firsts: list[float], c: int) -> dict[str, Any]:
     }
 
 
-async def loop_runs(requests: int, concurrency: int, order: list[str]) -> list[Run]:
+async def loop_runs(
+    requests: int, concurrency: int, order: list[str], profile: bool = False
+) -> list[Run]:
     """The cells in ``order`` (parameter-set names), one backend, warmed up first."""
     settings = Settings(
         device="cpu", worker_max_batch=concurrency, cache_dir=model_dir().parents[1]
     )
     backend = await TransformersBackend.load(load_registry().get(MODEL), settings)
     probe = _Probe(backend._batch)
+    phases = Phases(backend._batch) if profile else None
     try:
-        await _cell(backend, probe, "plain", concurrency, concurrency)  # warm-up
-        return [await _cell(backend, probe, p, requests, concurrency) for p in order]
+        await _cell(backend, probe, "plain", concurrency, concurrency, phases)  # warm-up
+        return [await _cell(backend, probe, p, requests, concurrency, phases) for p in order]
     finally:
         await backend.aclose()
 
 
+async def service_runs(requests: int, concurrency: int, order: list[str]) -> list[Run]:
+    """The same cells through the front end and Kafka (``benchmarks.local``'s ``ours``)."""
+    env = {"KC_WORKER_MAX_BATCH": str(concurrency)}
+    with broker() as bootstrap:
+        async with service(bootstrap, [MODEL], env) as stack:
+            return [
+                await closed_cell(OURS, stack.port, our_request(p), requests, concurrency, p)
+                for p in order
+            ]
+
+
+def kafka_shares(loop: list[Run], served: list[Run]) -> dict[str, float]:
+    """Per parameter set, the share of the service's time a token that HTTP and Kafka add."""
+    rates: dict[str, list[float]] = {}
+    for run in [*loop, *served]:
+        summary = run.summary()
+        params = summary["load"].split(" ", 1)[1]
+        rates.setdefault(f"{params}:{run.name}", []).append(summary["tokens_per_s"])
+    shares = {}
+    for params in {r.load.split(" ", 1)[1] for r in served}:
+        alone = sum(rates[f"{params}:B1-loop"]) / len(rates[f"{params}:B1-loop"])
+        through = sum(rates[f"{params}:B1"]) / len(rates[f"{params}:B1"])
+        shares[params] = round(1 - through / alone, 3) if alone else 0.0
+    return shares
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> None:
-    """Run and print the loop's cells."""
+    """Run and print the loop's cells (and the service's, with ``--service``)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.admission", description=__doc__)
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="time each phase of the loop")
+    parser.add_argument("--service", action="store_true", help="and through HTTP and Kafka")
     args = parser.parse_args(argv)
     order = ["plain", "nucleus", "spec", "plain", "nucleus", "spec"]
-    for run in asyncio.run(loop_runs(args.requests, args.concurrency, order)):
+    loop = asyncio.run(loop_runs(args.requests, args.concurrency, order, args.profile))
+    for run in loop:
         out(str(run.summary()))
+    if args.service:
+        served = asyncio.run(service_runs(args.requests, args.concurrency, order))
+        for run in served:
+            out(str(run.summary()))
+        out(f"HTTP + Kafka share of the service's time a token: {kafka_shares(loop, served)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """B1: the local model at concurrency 1, 8 and 32: naive ``generate``, ``transformers serve
---continuous-batching`` over HTTP, and ours through the front end and Kafka.
+--continuous-batching`` over HTTP, and ours through the front end and Kafka, each against the
+ceiling: the model's forward passes alone on the same prompts at the same batch sizes
+(``benchmarks.ceiling``).
 
 Every system gets the same chat prompts, up to 32 new tokens and the same parameters in each
 row: ``plain`` (temperature 0.7, top_p 1) and ``nucleus`` (temperature 0.7, top_p 0.9); ours
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 from devstack import process
 
+from benchmarks.ceiling import Ceiling
 from benchmarks.http import Pool
 from benchmarks.load import closed_loop
 from benchmarks.stack import HEADERS, service
@@ -33,6 +36,7 @@ from worker.weights import checkpoint_dir
 
 MODEL = "smollm2-135m-instruct"
 SERVE = "transformers serve --cb"
+NAIVE = "naive generate"
 OURS = "ours (HTTP+Kafka)"
 NEW_TOKENS = 32
 # The parameter sets of B1's rows (``spec`` is the API spec example's, run by ours alone).
@@ -60,16 +64,43 @@ def model_dir() -> Path:
     return checkpoint_dir(load_registry().get(MODEL), Path.home() / ".cache/kafka-completions")
 
 
-def naive(requests: int, params: str) -> Run:
-    """One prompt at a time with ``model.generate``, as a user would write it."""
+def _load() -> tuple[Any, Any]:
+    """Our checkpoint as the worker loads it on CPU (bf16, SDPA), and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_dir()
-    tokenizer: Any = AutoTokenizer.from_pretrained(path)
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-    model.eval()
-    run = Run("B1", "naive generate", f"c=1 {params}")
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.bfloat16, attn_implementation="sdpa"
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def chat_ids(tokenizer: Any, i: int) -> list[int]:
+    """The i-th prompt through the chat template, as token ids."""
+    chat = [{"role": "user", "content": prompt(i)}]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)
+    return list(ids["input_ids"])
+
+
+def ceilings(requests: int, levels: list[int]) -> list[Run]:
+    """The forward passes alone on each level's prompts, NEW_TOKENS each (one warm-up wave)."""
+    model, tokenizer = _load()
+    prompts = [chat_ids(tokenizer, i) for i in range(requests)]
+    runs = []
+    for c in levels:
+        ceiling = Ceiling(model, c)
+        ceiling.run(prompts[:c], NEW_TOKENS)  # warm-up
+        runs.append(ceiling.run(prompts, NEW_TOKENS))
+    return runs
+
+
+def naive(requests: int, params: str) -> Run:
+    """One prompt at a time with ``model.generate``, as a user would write it."""
+    import torch
+
+    model, tokenizer = _load()
+    run = Run("B1", NAIVE, f"c=1 {params}")
     top = PARAMS[params]
 
     def one(i: int) -> int:
@@ -122,9 +153,10 @@ async def hf_serve() -> AsyncIterator[int]:
         process.stop(proc)
 
 
-async def _closed(
+async def closed_cell(
     system: str, port: int, send_body: Any, requests: int, conc: int, params: str
 ) -> Run:
+    """One closed-loop cell against an HTTP server, after one warm-up request."""
     pool = Pool("127.0.0.1", port, conc)
     path, headers, body_of, tokens_of = send_body
 
@@ -151,7 +183,9 @@ def _hf_request(path: str, params: str) -> Any:
     return "/v1/chat/completions", {}, body, lambda r: int(r["usage"]["completion_tokens"])
 
 
-def _our_request(params: str) -> Any:
+def our_request(params: str) -> Any:
+    """Our ``/v1/completion`` request for ``params``: path, headers, body, tokens read."""
+
     def body(i: int) -> dict[str, Any]:
         return {"model": MODEL, "prompt": prompt(i), "max_tokens": NEW_TOKENS, **PARAMS[params]}
 
@@ -161,13 +195,14 @@ def _our_request(params: str) -> Any:
 async def b1(bootstrap: str, requests: int, naive_requests: int, levels: list[int]) -> list[Run]:
     """Every B1 cell, one system at a time; plain and nucleus side by side at each level."""
     rows = [(c, p) for c in levels for p in ("plain", "nucleus")]
-    runs = [await asyncio.to_thread(naive, naive_requests, p) for p in ("plain", "nucleus")]
+    runs = await asyncio.to_thread(ceilings, requests, levels)
+    runs += [await asyncio.to_thread(naive, naive_requests, p) for p in ("plain", "nucleus")]
     async with hf_serve() as port:
         path = str(model_dir())
         for c, p in rows:
-            runs.append(await _closed(SERVE, port, _hf_request(path, p), requests, c, p))
+            runs.append(await closed_cell(SERVE, port, _hf_request(path, p), requests, c, p))
     env = {"KC_WORKER_MAX_BATCH": str(max(levels))}
     async with service(bootstrap, [MODEL], env) as stack:
         for c, p in [*rows, (max(levels), "spec"), (max(levels), "plain")]:
-            runs.append(await _closed(OURS, stack.port, _our_request(p), requests, c, p))
+            runs.append(await closed_cell(OURS, stack.port, our_request(p), requests, c, p))
     return runs

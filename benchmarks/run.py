@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.local import OURS, SERVE, b1
+from benchmarks.ceiling import SYSTEM as CEILING
+from benchmarks.local import NAIVE, OURS, SERVE, b1
 from benchmarks.pipeline import b2, b3
 from benchmarks.stack import broker
 from benchmarks.stats import Run
@@ -60,7 +61,8 @@ async def _all(quick: bool, only: set[str]) -> list[Run]:
 
 
 def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """B1: ours against naive and transformers serve in each row; ours spec against plain."""
+    """B1: ours against naive and transformers serve in each row, ours spec against plain, and
+    each system's share of the forward passes alone at its concurrency."""
     runs: dict[tuple[str, str], list[float]] = {}
     for s in summaries:
         if s["benchmark"] == "B1":
@@ -71,18 +73,26 @@ def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if system != OURS:
             continue
         level, params = load.split(" ", 1)
-        naive = by.get(("naive generate", f"c=1 {params}"))
+        naive = by.get((NAIVE, f"c=1 {params}"))
         hf = by.get((SERVE, load))
         plain = by.get((OURS, f"{level} plain"))
         row: dict[str, Any] = {
             "load": load,
-            "ours_vs_naive": round(ours / naive, 2) if naive else None,
-            "ours_vs_transformers_serve": round(ours / hf, 2) if hf else None,
+            "ours_vs_naive": _ratio(ours, naive),
+            "ours_vs_transformers_serve": _ratio(ours, hf),
+            "ours_of_ceiling": _ratio(ours, by.get((CEILING, level))),
+            "serve_of_ceiling": _ratio(hf, by.get((CEILING, level))),
         }
+        if level == "c=1":
+            row["naive_of_ceiling"] = _ratio(naive, by.get((CEILING, level)))
         if params == "spec" and plain:
             row["spec_vs_plain"] = round(ours / plain, 2)
         out.append(row)
     return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
 
 
 def _print(summaries: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -> None:
@@ -96,7 +106,9 @@ def _print(summaries: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) ->
     for r in ratio_rows:
         print(
             f"B1 {r['load']}: ours/naive {r['ours_vs_naive']}x, "
-            f"ours/transformers serve {r['ours_vs_transformers_serve']}x"
+            f"ours/transformers serve {r['ours_vs_transformers_serve']}x, "
+            f"of the forward alone: ours {r['ours_of_ceiling']}, serve {r['serve_of_ceiling']}"
+            + (f", naive {r['naive_of_ceiling']}" if "naive_of_ceiling" in r else "")
             + (f", ours spec/ours plain {r['spec_vs_plain']}x" if "spec_vs_plain" in r else "")
         )
 
