@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     # for; SmolLM2-135M keeps ~23 KB per slot in bf16, so 65,536 slots are ~1.5 GB.
     worker_token_budget: Annotated[int, Field(ge=256)] = 65_536
     # torch.compile the local model's decode step, once per row bucket (worker.buckets); off
-    # by default: on two CPU cores each bucket compiles for ~45 s against a ~12% faster step.
+    # by default: measured on two CPU cores, ten buckets took 300 s to compile and the compiled
+    # step ran at 0.45x eager's tokens/s (docs/benchmarks.md, "Compiling the decode step").
     torch_compile: bool = False
     # CUDA graphs of the decode step, one per row bucket, and its tokens read back a step late
     # (worker.graphs, worker.readback); CUDA only, off until a GPU measurement turns it on.
