@@ -25,13 +25,13 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 
 from producer.election import Election
 from producer.jobs.batch.reader import scan
 from producer.tenants.quota import KeyRecords
 from schemas import clients
-from schemas.errors import BrokerUnavailable, WireError
+from schemas.errors import WireError
 from schemas.kafka import Record
 from schemas.metrics import FrontendMetrics
 from schemas.registry import Registry
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 _TICK_S = 0.1
 _MOST_PER_TURN = 5000  # results counted in one transaction
 _SOURCES_EVERY_S = 1.0  # how often new batch results topics are looked for
-_RETRY_S = 1.0
 KEY_LABELS = 100  # per-key usage series: the first keys counted; later ones as "other"
 
 
@@ -99,8 +98,10 @@ class Accountant:
         self._metrics = metrics
         self._keys = keys
         self._topics = Topics(settings.topic_prefix)
+        # Idle, it polls a tick; leading, a turn's read waits for results instead.
+        topics = self._topics
         self._election = Election(
-            settings, "kc-usage", self._topics.usage_group, self._topics.usage, self._step_down
+            settings, "kc-usage", topics.usage_group, topics.usage, self, _TICK_S, 0.0
         )
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
@@ -108,48 +109,26 @@ class Accountant:
         self._offsets: dict[TopicPartition, int] = {}
         self._sources_at = 0.0
         self._labels: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def leading(self) -> bool:
         """Whether this front end writes the ledger now."""
-        return self._election.leading and self._producer is not None
+        return self._election.leading
+
+    @property
+    def holding(self) -> bool:
+        """Whether it holds the leader's producer (it took over and has not stepped down)."""
+        return self._producer is not None
 
     async def start(self) -> None:
         """Join the usage group and start the loop."""
         await self._election.start()
-        self._task = asyncio.create_task(self._run(), name="kc-usage")
 
     async def stop(self) -> None:
         """Leave the group (another front end takes over) and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._step_down()
         await self._election.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._election.poll(_TICK_S if self._producer is None else 0)
-                if self._election.leading and self._producer is None:
-                    await self._take_over()
-                if self.leading:
-                    await self._turn()
-            except ProducerFenced:
-                log.warning("usage: another front end took over the ledger")
-                await self._step_down()
-            except (KafkaError, BrokerUnavailable) as exc:
-                log.warning("usage: %r; retrying", exc)
-                await self._step_down()
-                await asyncio.sleep(_RETRY_S)
-            except Exception:  # a bug in a turn must not end counting for every front end
-                log.exception("usage: a turn failed; retrying")
-                await self._step_down()
-                await asyncio.sleep(_RETRY_S)
-
-    async def _take_over(self) -> None:
+    async def take_over(self) -> None:
         """Fence the last writer, then read the buckets and cursor it committed."""
         producer = clients.transactional_producer(
             self._settings, "kc-ledger", self._topics.usage_transaction, linger_ms=5
@@ -173,7 +152,7 @@ class Accountant:
         level = logging.INFO if buckets else logging.DEBUG
         log.log(level, "usage: this front end writes the ledger (%d buckets)", len(buckets))
 
-    async def _step_down(self) -> None:
+    async def step_down(self) -> None:
         producer, self._producer = self._producer, None
         reader, self._reader = self._reader, None
         for client in (producer, reader):
@@ -181,7 +160,7 @@ class Accountant:
                 with contextlib.suppress(KafkaError):
                     await client.stop()
 
-    async def _turn(self) -> None:
+    async def turn(self) -> None:
         reader = self._reader
         assert reader is not None
         if time.monotonic() - self._sources_at > _SOURCES_EVERY_S:

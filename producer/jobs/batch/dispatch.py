@@ -34,7 +34,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 
 from producer.election import Election
 from producer.jobs.batch.book import BatchBook
@@ -45,7 +45,6 @@ from producer.jobs.batch.store import read_chunks
 from producer.jobs.jobfile import BadLine, request_id
 from schemas import clients, tracing
 from schemas.batch import BatchRecord, DispatchCursor
-from schemas.errors import BrokerUnavailable
 from schemas.metrics import FrontendMetrics
 from schemas.registry import Registry
 from schemas.settings import Settings
@@ -59,7 +58,6 @@ _HORIZON_S = 2.0  # the answers a window's rate is measured over
 _RATE_FLOOR_S = 0.5
 _RUNNING = ("in_progress", "cancelling")
 KEY_LABELS = 20  # per-key gauges: the keys with most lines waiting, the rest as "other"
-_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -119,15 +117,11 @@ class Dispatcher:
         self._book = book
         self._metrics = metrics
         self._topics = Topics(settings.topic_prefix)
+        topics = self._topics
         self._election = Election(
-            settings,
-            "kc-dispatch",
-            self._topics.dispatch_group,
-            self._topics.dispatch,
-            self._step_down,
+            settings, "kc-dispatch", topics.dispatch_group, topics.dispatch, self, _TICK_S, _TICK_S
         )
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._cursors: dict[str, DispatchCursor] = {}
         self._sources: dict[str, list[tuple[int, bytes]]] = {}
         self._windows: dict[str, Window] = {}
@@ -137,44 +131,22 @@ class Dispatcher:
     @property
     def leading(self) -> bool:
         """Whether this front end dispatches now."""
-        return self._election.leading and self._producer is not None
+        return self._election.leading
+
+    @property
+    def holding(self) -> bool:
+        """Whether it holds the leader's producer (it took over and has not stepped down)."""
+        return self._producer is not None
 
     async def start(self) -> None:
         """Join the dispatch group and start the loop."""
         await self._election.start()
-        self._task = asyncio.create_task(self._run(), name="kc-dispatch")
 
     async def stop(self) -> None:
         """Leave the group (another front end takes over) and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._step_down()
         await self._election.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                # Polling keeps the membership; the cursors are read at take-over, not here.
-                await self._election.poll(_TICK_S)
-                if self._election.leading and self._producer is None:
-                    await self._take_over()
-                if self.leading:
-                    await self._turn()
-            except ProducerFenced:
-                log.warning("dispatch: another front end took over")
-                await self._step_down()
-            except (KafkaError, BrokerUnavailable) as exc:
-                log.warning("dispatch: %r; retrying", exc)
-                await self._step_down()
-                await asyncio.sleep(_RETRY_S)
-            except Exception:  # a bug in a turn must not end dispatch for every front end
-                log.exception("dispatch: a turn failed; retrying")
-                await self._step_down()
-                await asyncio.sleep(_RETRY_S)
-
-    async def _take_over(self) -> None:
+    async def take_over(self) -> None:
         """Fence the last dispatcher, then read the cursors it committed."""
         producer = clients.transactional_producer(
             self._settings, "kc-dispatcher", self._topics.dispatcher_transaction, linger_ms=5
@@ -190,7 +162,7 @@ class Dispatcher:
         self._seen.clear()
         log.info("dispatch: this front end dispatches (%d batch cursors)", len(self._cursors))
 
-    async def _step_down(self) -> None:
+    async def step_down(self) -> None:
         producer, self._producer = self._producer, None
         self._sources.clear()
         if producer is not None:
@@ -203,7 +175,7 @@ class Dispatcher:
 
     # One turn
 
-    async def _turn(self) -> None:
+    async def turn(self) -> None:
         running = [b for b in self._book.batches.values() if b.status in _RUNNING and b.metered]
         self._update_windows(running)
         cursors = {b.id: self._cursors.get(b.id) or DispatchCursor(batch_id=b.id) for b in running}
