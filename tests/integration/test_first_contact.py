@@ -8,9 +8,11 @@ to its ready line, not aiokafka's or uvicorn's.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from devstack import process
 
@@ -98,6 +100,13 @@ def test_dev_prints_our_own_lines_up_to_ready(settings: Settings, tmp_path: Path
     dev = process.launch([*CLI, "dev"], env=env, log=log)
     try:
         process.wait_ready(lambda: "ready on" in log.read_text(), [dev], "dev", 300)
+        # No KC_ADMIN_KEYS: dev made an admin key, shows it on the ready line, and it opens
+        # the admin routes.
+        shown = re.search(r"admin key (\S+?)\)", log.read_text())
+        assert shown, log.read_text()[-2000:]
+        auth = {"Authorization": f"Bearer {shown.group(1)}"}
+        listed = httpx.get(f"http://127.0.0.1:{port}/key/list", headers=auth, timeout=10)
+        assert listed.status_code == 200, listed.text
     finally:
         process.stop(dev)
     printed = log.read_text().splitlines()
