@@ -28,8 +28,9 @@ class UsageBook:
         self.buckets: dict[bytes, UsageBucket] = {}
         self.cursor = UsageCursor()
         self._by_key: dict[str, dict[bytes, UsageBucket]] = defaultdict(dict)
-        # Spend of (key id, period start, period end), kept current as buckets change.
-        self._spend: dict[tuple[str, float, float], float] = {}
+        # Per key id, its budget period last asked about ([start, end)) and the spend in it,
+        # kept current as buckets change: one a key, so a bucket's change updates one sum.
+        self._spend: dict[str, tuple[float, float, float]] = {}
         # Interactive tokens of (key id, minute), every model together: the tpm limit's count.
         self._minutes: dict[tuple[str, int], int] = defaultdict(int)
         usage = Topics(settings.topic_prefix).usage
@@ -78,11 +79,12 @@ class UsageBook:
 
     def spend(self, key_id: str, start: float, end: float) -> float:
         """A key's cost (USD) in the minutes that start in ``[start, end)``."""
-        period = (key_id, start, end)
-        if period not in self._spend:
+        held = self._spend.get(key_id)
+        if held is None or held[:2] != (start, end):
             mine = self._by_key.get(key_id, {}).values()
-            self._spend[period] = sum(b.cost for b in mine if start <= b.start < end)
-        return self._spend[period]
+            held = (start, end, sum(b.cost for b in mine if start <= b.start < end))
+            self._spend[key_id] = held
+        return held[2]
 
     def tokens_last_minute(self, key_id: str, now: float) -> float:
         """A key's tokens (input and output) over the last 60 s, interactive only: this
@@ -115,8 +117,6 @@ class UsageBook:
             held = before.input_tokens + before.output_tokens if before is not None else 0
             self._minutes[(bucket.key_id, bucket.start)] += tokens - held
         delta = bucket.cost - (before.cost if before is not None else 0.0)
-        if delta:
-            for period in self._spend:
-                owner, start, end = period
-                if owner == bucket.key_id and start <= bucket.start < end:
-                    self._spend[period] += delta
+        period = self._spend.get(bucket.key_id)
+        if delta and period is not None and period[0] <= bucket.start < period[1]:
+            self._spend[bucket.key_id] = (period[0], period[1], period[2] + delta)
