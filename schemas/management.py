@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from schemas.api import ModelName, integral
-from schemas.keys import KeyRecord
+from schemas.keys import KeyLimits, KeyRecord
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_MODELS_PER_KEY = 256
@@ -70,6 +70,16 @@ class KeyFields(BaseModel):
     budget_duration: Duration | None = None
     duration: Duration | None = None  # how long the key lives from now; None: for ever
     metadata: Metadata | None = None
+
+    def limits(self) -> KeyLimits:
+        """What the key may do, as its record keeps it (no ``models``: every model)."""
+        return KeyLimits(
+            models=tuple(self.models or ()),
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+            max_budget=self.max_budget,
+            budget_duration=self.budget_duration,
+        )
 
 
 class GenerateKeyRequest(KeyFields):

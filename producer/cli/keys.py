@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from producer.tenants.keybook import KeyBook, opened
 from schemas.errors import KeyConflict, KeyRefused, ModelError, UnknownKey
-from schemas.keys import KeyLimits, KeyRecord
+from schemas.keys import KeyRecord
 from schemas.management import GenerateKeyRequest, KeyFields, KeyObject, UpdateKeyRequest
 from schemas.registry import load_registry
 from schemas.settings import Settings
@@ -103,15 +103,8 @@ async def _create(args: argparse.Namespace, settings: Settings, book: KeyBook) -
     _check(settings, body)
     if body.key is not None and _configured(settings, body.key):
         raise KeyConflict("--key: that key is configured already (KC_API_KEYS or KC_ADMIN_KEYS)")
-    limits = KeyLimits(
-        models=tuple(body.models or ()),
-        rpm_limit=body.rpm_limit,
-        tpm_limit=body.tpm_limit,
-        max_budget=body.max_budget,
-        budget_duration=body.budget_duration,
-    )
     key, record = await book.generate(
-        limits,
+        body.limits(),
         key_alias=body.key_alias,
         metadata=body.metadata,
         duration=body.duration,

@@ -18,7 +18,7 @@ from producer.frontend.gateway import Gateway
 from producer.refusals import ApiError
 from schemas.api import ErrorBody, ErrorDetail
 from schemas.errors import KeyConflict, KeyRefused, ModelError, UnknownKey
-from schemas.keys import KeyLimits, KeyRecord
+from schemas.keys import KeyRecord
 from schemas.management import (
     DeleteKeyRequest,
     DeleteKeyResponse,
@@ -79,16 +79,9 @@ def router(front: Gateway, authenticated: Auth) -> APIRouter:
                 message="that key is a configured key (KC_API_KEYS or KC_ADMIN_KEYS) already",
             )
             raise ApiError(detail)
-        limits = KeyLimits(
-            models=tuple(body.models or ()),
-            rpm_limit=body.rpm_limit,
-            tpm_limit=body.tpm_limit,
-            max_budget=body.max_budget,
-            budget_duration=body.budget_duration,
-        )
         with _refused():
             key, record = await book.generate(
-                limits,
+                body.limits(),
                 key_alias=body.key_alias,
                 metadata=body.metadata,
                 duration=body.duration,
