@@ -16,7 +16,7 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from schemas import clients
+from producer.jobs.batch.reader import scan
 from schemas.keys import key_hash, key_id
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -59,17 +59,11 @@ async def _within(
 
 async def _topic_bytes(settings: Settings) -> bytes:
     """Every key and value on the keys topic, read committed from its beginning."""
-    topic = Topics(settings.topic_prefix).keys
-    consumer = clients.consumer(
-        settings, "kc-test-keys", topic, committed_only=True, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=1000):
-            found += [(r.key or b"") + b" " + (r.value or b"") for rs in batch.values() for r in rs]
-    finally:
-        await consumer.stop()
+    found = [
+        (r.key or b"") + b" " + (r.value or b"")
+        async for records in scan(settings, [Topics(settings.topic_prefix).keys])
+        for r in records
+    ]
     return b"\n".join(found)
 
 
