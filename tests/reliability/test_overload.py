@@ -32,6 +32,16 @@ async def _sample_rss(proc: psutil.Process, peak: list[int], stop: asyncio.Event
         await asyncio.sleep(0.05)
 
 
+async def _sample_in_flight(base: str, most: list[float], stop: asyncio.Event) -> None:
+    """The front end's own in-flight gauge, read on a connection of its own through the bursts."""
+    async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as scraper:
+        while not stop.is_set():
+            for line in (await scraper.get("/metrics")).text.splitlines():
+                if line.startswith("kc_requests_in_flight "):
+                    most[0] = max(most[0], float(line.split()[1]))
+            await asyncio.sleep(0.05)
+
+
 async def _burst(client: httpx.AsyncClient) -> list[httpx.Response]:
     body = spec_body(model=LOCAL, max_tokens=8, stop=None)
     return list(
@@ -71,7 +81,10 @@ async def test_bursts_are_bounded_refused_and_survived(settings: Settings, tmp_p
             rss = psutil.Process(front.pid)
             baseline = rss.memory_info().rss
             peak, stop = [baseline], asyncio.Event()
-            sampler = asyncio.create_task(_sample_rss(rss, peak, stop))
+            most_in_flight = [0.0]
+            sampler = asyncio.gather(
+                _sample_rss(rss, peak, stop), _sample_in_flight(base, most_in_flight, stop)
+            )
             after: list[int] = []
             answers: list[httpx.Response] = []
             started = time.monotonic()
@@ -91,10 +104,14 @@ async def test_bursts_are_bounded_refused_and_survived(settings: Settings, tmp_p
     print(
         f"\n{BURSTS} bursts of {BURST} (limit {LIMIT}) in {burst_s:.1f} s: {statuses}; RSS "
         f"baseline {baseline / MiB:.0f} MiB, peak {peak[0] / MiB:.0f} MiB, after each burst "
-        f"{[round(a / MiB) for a in after]} MiB"
+        f"{[round(a / MiB) for a in after]} MiB; most in flight {most_in_flight[0]:.0f}"
     )
     assert set(statuses) == {200, 429}, statuses
-    assert statuses[200] >= BURSTS * LIMIT // 2 and len(refused) >= BURSTS * (BURST - 2 * LIMIT)
+    # The bound itself: never more than the limit in flight (a burst without it holds ~BURST).
+    # How many are admitted past LIMIT depends on how fast answers free places while a burst is
+    # still arriving, which the machine decides; most of a burst of ten times the limit is not.
+    assert 0 < most_in_flight[0] <= LIMIT, most_in_flight
+    assert statuses[200] >= BURSTS * LIMIT // 2 and len(refused) >= BURSTS * BURST // 2
     assert all(r.headers["retry-after"].isdigit() for r in refused)
     assert all(r.json()["error"]["code"] == "overloaded" for r in refused)
     assert peak[0] - baseline < 100 * MiB, "memory grew with the burst"
