@@ -8,7 +8,9 @@ changes in one place. Build clients inside a running event loop: aiokafka binds 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,10 +23,22 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import RecordMetadata
 
 from schemas.errors import BrokerUnavailable, ConfigError
 from schemas.logs import translated
 from schemas.settings import Settings
+
+
+async def delivered(sends: Iterable[asyncio.Future[RecordMetadata]]) -> list[RecordMetadata]:
+    """Wait for every send of a producer; the first failure is raised once all are settled, so
+    no send is left failed with nobody to read it (asyncio logs each such one with a traceback).
+    """
+    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return [o for o in outcomes if isinstance(o, RecordMetadata)]
 
 
 def producer(settings: Settings, client_id: str, **options: Any) -> AIOKafkaProducer:

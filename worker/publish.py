@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
+from schemas import clients
 from schemas.topics import Topics
 from schemas.tracing import Headers
 from schemas.wire import ChoiceResult, DeadLetterHeaders, ResultMessage, TaskError, encode
@@ -45,7 +45,7 @@ async def publish(
                 partition = None
             trace = headers_of(task)
             sends.append(await producer.send(topic, value, key, partition=partition, headers=trace))
-    await asyncio.gather(*sends)
+    await clients.delivered(sends)
 
 
 def result_topic(task: Task, topics: Topics) -> str:

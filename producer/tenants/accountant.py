@@ -19,7 +19,6 @@ per bucket and every front end's ``UsageBook`` reads the ledger whole at start-u
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -206,7 +205,7 @@ class Accountant:
                     self._topics.usage, cursor.model_dump_json().encode(), CURSOR_KEY
                 )
             )
-            await asyncio.gather(*sends)
+            await clients.delivered(sends)
 
     async def _follow_sources(self, reader: AIOKafkaConsumer) -> None:
         """Read the results topic and every batch results topic there is (from the cursor;

@@ -24,7 +24,6 @@ partition (another takes the partition over when it leaves or dies). Each turn (
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -314,7 +313,7 @@ class Dispatcher:
                 await producer.send(self._topics.dispatch, encode(c), c.batch_id.encode())
                 for c in turn.cursors.values()
             ]
-            await asyncio.gather(*sends)
+            await clients.delivered(sends)
 
     async def _source(self, batch: BatchRecord) -> list[tuple[int, bytes]]:
         """A batch's input lines (the file stays while lines of it wait: delete refuses)."""

@@ -49,7 +49,7 @@ class FileStore:
                 )
                 for n, start in enumerate(range(0, len(content), CHUNK_BYTES))
             ]
-            placed = await asyncio.gather(*sends)
+            placed = await clients.delivered(sends)
             chunks = tuple(ChunkRef(partition=m.partition, offset=m.offset) for m in placed)
             stored = record.model_copy(update={"chunks": chunks, "upload": upload})
             await self._producer.send_and_wait(
