@@ -38,6 +38,10 @@ class BrokerUnavailable(KCError):
     """Kafka could not be reached, or refused an operation."""
 
 
+class WorkerFenced(BrokerUnavailable):
+    """Kafka fenced a worker's results producer again and again: another worker has its id."""
+
+
 class WireError(KCError):
     """A Kafka record could not be read as a message of this service."""
 

@@ -8,7 +8,9 @@ bulk tasks never fill more than half the capacity, so an interactive task waits 
 the batch already generating. Each record is decided by ``worker.admission`` (a task to run,
 an expired task, or a dead letter) and tasks go to the backend. One flusher publishes the
 decided head of each partition (see ``worker.ledger``) and commits those offsets in the same
-Kafka transaction.
+Kafka transaction. A fenced producer (a transaction Kafka aborted on its timeout, as after a
+broker outage longer than it) is replaced under the same transactional id and the undone
+results are published again; fenced again and again, the worker ends (another one has its id).
 SIGTERM stops fetching; in-flight work gets ``KC_DRAIN_TIMEOUT_S`` to finish and be committed;
 what is left is not committed and another worker of the group runs it.
 """
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +30,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from schemas import clients
+from schemas.errors import WorkerFenced
 from schemas.metrics import WorkerMetrics
 from schemas.registry import ModelSpec
 from schemas.settings import Settings
@@ -48,6 +52,9 @@ _BULK_SHARE_DIVISOR = 2  # bulk tasks may fill 1/2 of the capacity
 # Our transactions last milliseconds; a short timeout bounds how long a killed worker's open
 # transaction can hold back read_committed readers when no successor fences it.
 _TRANSACTION_TIMEOUT_MS = 10_000
+# Fenced more often than this is another live worker with the same id, not a broker outage.
+_FENCES_ALLOWED = 3
+_FENCE_WINDOW_S = 60.0
 
 
 class ModelWorker:
@@ -75,14 +82,16 @@ class ModelWorker:
         self._streamer = Streamer(settings, f"kc-worker-stream-{worker_id}")
         self._cancelled = CancelledBatches()
         self._spans = TaskSpans(settings.tracing, spec.name, worker_id)
+        self._producer = self._new_producer()
+        self._fences: deque[float] = deque()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Serve until ``stopping`` is set, then drain and leave the group."""
-        producer, consumer = self._clients()
-        await producer.start()
+        consumer = self._new_consumer()
+        await self._producer.start()
         await self._streamer.start()
         await self._cancelled.start(self._settings, f"kc-worker-batch-cancels-{self._worker_id}")
-        flusher = asyncio.create_task(self._flush_forever(producer), name="kc-flusher")
+        flusher = asyncio.create_task(self._flush_forever(), name="kc-flusher")
         cancels = asyncio.create_task(watch_cancellations(self._settings, self._backend.cancel))
         lag: asyncio.Task[None] | None = None
         try:
@@ -101,32 +110,38 @@ class ModelWorker:
                 lag.cancel()
             cancels.cancel()
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self._flush(producer)
+            await asyncio.wait([flusher])  # a failed flusher's error is what _poll raised
+            if flusher.cancelled():
+                await self._flush()  # the last decided results
             await consumer.stop()
-            await producer.stop()
+            await self._producer.stop()
             await self._streamer.stop()
             await self._cancelled.stop()
 
-    def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
-        """The transactional producer of results and the group member reading tasks."""
-        client_id = f"kc-worker-{self._worker_id}"
-        producer = clients.transactional_producer(
+    @property
+    def transactional_id(self) -> str:
+        """The results producer's id: the same for this worker's slot across restarts."""
+        return f"kc-{self._settings.topic_prefix}{self._spec.name}-{self._worker_id}"
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        """The transactional producer of results (not started)."""
+        return clients.transactional_producer(
             self._settings,
-            client_id,
-            f"kc-{self._settings.topic_prefix}{self._spec.name}-{self._worker_id}",
+            f"kc-worker-{self._worker_id}",
+            self.transactional_id,
             transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS,
             linger_ms=2,
         )
-        consumer = clients.consumer(
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        """The group member reading tasks (not started)."""
+        return clients.consumer(
             self._settings,
-            client_id,
+            f"kc-worker-{self._worker_id}",
             committed_only=True,
             group_id=self._group,
             auto_offset_reset="earliest",
         )
-        return producer, consumer
 
     async def _poll(
         self, consumer: AIOKafkaConsumer, stopping: asyncio.Event, flusher: asyncio.Task[None]
@@ -148,7 +163,7 @@ class ModelWorker:
             if tasks:
                 self._start_run(tasks)
         if flusher.done():
-            flusher.result()  # a fatal publishing error (fenced producer) ends the worker
+            flusher.result()  # fenced again and again (WorkerFenced) ends the worker
 
     def _plan(
         self, assigned: set[TopicPartition], bulk_topic: str, interactive_fetched: bool
@@ -252,17 +267,61 @@ class ModelWorker:
         if self._ledger.decide(tp, offset, decision):
             self._decided.set()
 
-    async def _flush_forever(self, producer: AIOKafkaProducer) -> None:
+    async def _flush_forever(self) -> None:
         while True:
             await self._decided.wait()
             self._decided.clear()
-            await self._flush(producer)
+            try:
+                await self._flush()
+            except ProducerFenced as exc:
+                self._fenced(exc)
+                await self._renew_producer()
+                self._decided.set()  # the aborted transaction's results go out again
 
-    async def _flush(self, producer: AIOKafkaProducer) -> None:
+    def _fenced(self, exc: ProducerFenced) -> None:
+        """Count a fence; past ``_FENCES_ALLOWED`` in the window, end the worker."""
+        now = time.monotonic()
+        self._fences.append(now)
+        while now - self._fences[0] > _FENCE_WINDOW_S:
+            self._fences.popleft()
+        if len(self._fences) > _FENCES_ALLOWED:
+            raise WorkerFenced(
+                f"worker {self._worker_id}: its results producer was fenced {len(self._fences)} "
+                f"times in {_FENCE_WINDOW_S:.0f} s, so another live worker has the same id; "
+                "give every worker its own KC_WORKER_ID"
+            )
+        log.warning(
+            "the results producer was fenced (Kafka aborted its transaction, as after an "
+            "outage longer than %d ms, or another worker took its id): %d results go out again "
+            "from a new producer (%r)",
+            _TRANSACTION_TIMEOUT_MS,
+            self._ledger.in_flight(),
+            exc.__cause__ or exc,
+        )
+
+    async def _renew_producer(self) -> None:
+        """A new producer under the same transactional id: starting it fences the old epoch
+        (its open transaction aborts) and the ledger's undone results are published again."""
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(KafkaError):
+            await old.stop()
+        while True:
+            try:
+                await self._producer.start()
+                return
+            except KafkaError as exc:
+                log.warning("starting a new results producer failed, retrying: %r", exc)
+                with contextlib.suppress(KafkaError):
+                    await self._producer.stop()
+                self._producer = self._new_producer()
+                await asyncio.sleep(_FLUSH_RETRY_S)
+
+    async def _flush(self) -> None:
         """Publish the decided heads and commit their offsets, all in one transaction."""
         ready = self._ledger.ready()
         if not ready:
             return
+        producer = self._producer
         try:
             async with producer.transaction():
                 await publish(producer, self._topics, ready, self._spans.headers)
@@ -271,6 +330,8 @@ class ModelWorker:
         except ProducerFenced:
             raise
         except KafkaError as exc:
+            if _unusable(producer):
+                raise ProducerFenced() from exc  # renewed the same way as a fence
             log.warning("publishing %d results failed, retrying: %r", _count(ready), exc)
             await asyncio.sleep(_FLUSH_RETRY_S)
             self._decided.set()
@@ -318,6 +379,14 @@ class ModelWorker:
         self._spans.forget(revoked)
         if dropped:
             log.warning("rebalance: %d uncommitted tasks left to the new owner", dropped)
+
+
+def _unusable(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transactions failed for good (a fatal error: fenced, a sequence
+    out of order, its sender dead). aiokafka has no public check; its transaction manager's
+    state is the one place that knows, and a producer in it can never begin again."""
+    manager = producer._txn_manager
+    return manager is not None and bool(manager.is_fatal_error())
 
 
 @dataclass(frozen=True, slots=True)

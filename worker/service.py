@@ -11,7 +11,9 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
+from aiokafka.errors import ProducerFenced
 from prometheus_client import CollectorRegistry, start_http_server
 
 from schemas import tracing
@@ -70,6 +72,18 @@ def _gpu_memory_bytes() -> float:
     return float(torch.cuda.memory_allocated())
 
 
+def _unread_fences(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiokafka leaves the record batches of a fenced producer failed with nobody to read them;
+    the worker handles the fence (``ModelWorker``, one warning), so those reports are dropped
+    and every other one goes to asyncio's handler."""
+    future = context.get("future")
+    if isinstance(context.get("exception"), ProducerFenced) and not isinstance(
+        future, asyncio.Task
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 def run_worker(models: list[str], settings: Settings, registry: Registry) -> None:
     """The blocking entry point: metrics endpoint, signal handling, serve."""
     metrics_registry = CollectorRegistry()
@@ -81,6 +95,7 @@ def run_worker(models: list[str], settings: Settings, registry: Registry) -> Non
     async def main() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_unread_fences)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await serve_models(models, settings, registry, stopping, metrics_registry)

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.kafka import ensure_topics, tail
 from schemas.settings import Settings
@@ -36,9 +36,9 @@ async def holding_flushes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[asyn
     release = asyncio.Event()
     original = ModelWorker._flush
 
-    async def held(self: ModelWorker, producer: AIOKafkaProducer) -> None:
+    async def held(self: ModelWorker) -> None:
         await release.wait()
-        await original(self, producer)
+        await original(self)
 
     monkeypatch.setattr(ModelWorker, "_flush", held)
     try:
